@@ -1,0 +1,35 @@
+# The user's verbs. Each one creates .venv and installs forma with its tools on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BOARD  ?= ulx3s-85f
+DESIGN ?=
+JOBS   ?= auto
+
+.PHONY: all setup synth sim test bench clean
+
+all: test
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+synth: $(STAMP)
+	$(BIN)/forma synth --board $(BOARD) $(DESIGN)
+
+sim: $(STAMP)
+	$(BIN)/pytest -n $(JOBS) -m "sim and not bench" -v
+
+test: $(STAMP)
+	$(BIN)/pytest -n $(JOBS) -ra --durations=15
+
+bench: $(STAMP)
+	$(BIN)/pytest -n $(JOBS) -m bench -ra -s
+
+clean:
+	rm -rf build .pytest_cache

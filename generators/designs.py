@@ -1,0 +1,62 @@
+"""Design kinds the CLI can build: spec words → Amaranth component → Verilog.
+
+Each kind names its keys and a builder taking the parsed spec; one place for every generator.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
+from amaranth.back import verilog
+
+from ..errors import SpecError
+from ..hdl.mac import IntegerMAC
+from .spec import DesignSpec, parse_spec
+
+
+def _int_param(params, key, default):
+    text = params.get(key)
+    if text is None:
+        return default
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise SpecError(f"{key}={text}: expected an integer") from None
+
+
+def _build_mac(params):
+    return IntegerMAC(params.get("a", "int8"), params.get("w", "int8"), params.get("acc"),
+                      length=_int_param(params, "length", 1024),
+                      stages=_int_param(params, "stages", 1))
+
+
+@dataclass(frozen=True)
+class DesignKind:
+    keys: tuple
+    build: Callable
+    summary: str
+    testbench: str
+
+
+KINDS = {
+    "mac": DesignKind(("a", "w", "acc", "length", "stages"), _build_mac,
+                      "integer multiply-accumulate PE (a, w: int/uint formats; acc: exact "
+                      "for `length` sums when omitted; stages: pipeline depth)",
+                      "forma.sim.tb_mac"),
+}
+
+DEFAULT_DESIGN = "mac a=int8 w=int8 stages=2"
+
+
+def spec_of(words) -> DesignSpec:
+    """Parse and check design-spec words (a string or list) against the known kinds."""
+    return parse_spec(words, {name: kind.keys for name, kind in KINDS.items()})
+
+
+def elaborate(spec):
+    """The Amaranth component for a spec (DesignSpec or its words); parameters are validated."""
+    spec = spec if isinstance(spec, DesignSpec) else spec_of(spec)
+    return KINDS[spec.kind].build(dict(spec.params))
+
+
+def to_verilog(component, name="top"):
+    """Verilog text for a component; deterministic (no source paths, same spec → same bytes)."""
+    return verilog.convert(component, name=name, emit_src=False)

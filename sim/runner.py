@@ -1,0 +1,66 @@
+"""Runs a cocotb testbench on Verilator against the Verilog Amaranth emits for a component.
+
+One entry point, `run_cocotb`; a failing run is rebuilt with FST tracing so its waveform is kept.
+"""
+import os
+from pathlib import Path
+
+from .. import toolenv
+
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-PROCASSINIT", "-Wno-UNUSEDSIGNAL", "-Wno-WIDTHEXPAND",
+                  "-Wno-DECLFILENAME", "-Wno-WIDTHTRUNC", "-O3"]
+
+
+def _write_if_changed(path: Path, text: str):
+    """Keep the file's timestamp when its text is unchanged, so Verilator can reuse its build."""
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _build_and_test(verilog_path, test_module, build_dir, env, waves):
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    runner = get_runner("verilator")
+    log = build_dir / "build.log"
+    runner.build(sources=[verilog_path], hdl_toplevel="top", build_dir=build_dir,
+                 build_args=VERILATOR_ARGS, waves=waves, log_file=log)
+    results = runner.test(test_module=test_module, hdl_toplevel="top", build_dir=build_dir,
+                          test_dir=build_dir, extra_env=env, waves=waves,
+                          log_file=build_dir / "sim.log")
+    return get_results(Path(results))
+
+
+def run_cocotb(verilog: str, test_module: str, build_dir, env: dict) -> dict:
+    """Simulate `verilog` (top module `top`) with cocotb module `test_module` on Verilator.
+
+    env: variables the testbench reads (spec, seed, vector count). Returns
+    {"tests", "failed", "log", "waves"}: waves is the FST path for a failing run, else None.
+    """
+    toolenv.apply()
+    toolenv.require("verilator")
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    verilog_path = build_dir / "top.v"
+    _write_if_changed(verilog_path, verilog)
+    env = {k: str(v) for k, v in env.items()}
+    tests, failed = _build_and_test(verilog_path, test_module, build_dir, env, waves=False)
+    waves = None
+    if failed and not os.environ.get("FORMA_NO_WAVES"):
+        wave_dir = build_dir / "waves"
+        wave_dir.mkdir(exist_ok=True)
+        _build_and_test(verilog_path, test_module, wave_dir, env, waves=True)
+        found = sorted(wave_dir.glob("*.fst"))
+        waves = str(found[0]) if found else None
+    return {"tests": tests, "failed": failed, "log": str(build_dir / "sim.log"), "waves": waves}
+
+
+def cocotb_env(spec, seed: int, vectors: int) -> dict:
+    """The variables a forma testbench reads (see `cocotb_config`)."""
+    return {"FORMA_SPEC": str(spec), "FORMA_SEED": seed, "FORMA_VECTORS": vectors}
+
+
+def cocotb_config():
+    """(spec text, seed, vector count) inside a running testbench."""
+    return (os.environ["FORMA_SPEC"], int(os.environ["FORMA_SEED"]),
+            int(os.environ["FORMA_VECTORS"]))
