@@ -47,8 +47,8 @@ def cmd_synth(args):
 
 
 def cmd_boards(args):
-    from .boards import list_boards
-    for board in list_boards():
+    from .boards import BOARDS
+    for board in BOARDS.values():
         res = ", ".join(f"{v} {k}" for k, v in board.resources.items())
         kind = "bitstream" if board.bitstream else "estimate"
         print(f"{board.name:12s} {board.device:24s} {kind:9s} {res}")

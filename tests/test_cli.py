@@ -1,0 +1,66 @@
+"""The `forma` command as a user runs it: generate, synth on every board kind, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+REPORT_KEYS = {"board", "device", "design", "cells", "luts", "ffs", "dsps", "brams", "fmax_mhz",
+               "target_mhz", "timing_met", "bitstream", "seconds"}
+
+
+def forma(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "forma.cli", *args], capture_output=True,
+                          text=True, cwd=cwd)
+
+
+def test_generate_is_byte_identical_across_runs(tmp_path):
+    for name in ("one.v", "two.v"):
+        result = forma("generate", "mac", "a=int8", "w=int4", "acc=int24", "stages=2",
+                       "-o", str(tmp_path / name))
+        assert result.returncode == 0, result.stderr
+    first = (tmp_path / "one.v").read_bytes()
+    assert first == (tmp_path / "two.v").read_bytes()
+    assert b"module top(" in first and b"/work/" not in first
+
+
+@pytest.mark.parametrize("words, message", [
+    (["generate", "mac", "a=int8", "w=int0"], "w=int0: integer width (0) must be in [1, 64]"),
+    (["generate", "mac", "a=int8", "w=int8", "acc=int8"], "acc=int8 is narrower than the product"),
+    (["generate", "mac", "a=int8", "stages=-1"], "stages=-1: pipeline depth must be 1..8"),
+    (["generate", "conv", "a=int8"], "unknown design kind 'conv'; known kinds: mac"),
+    (["synth", "--board", "de10-nano", "mac"], "unknown board 'de10-nano'; known boards: ulx3s-85f"),
+])
+def test_bad_input_is_one_sentence_and_leaves_outputs_alone(tmp_path, words, message):
+    earlier = tmp_path / "out.v"
+    earlier.write_text("earlier output")
+    result = forma(*words, *(["-o", str(earlier)] if words[0] == "generate" else []))
+    assert result.returncode == 2
+    assert result.stderr.startswith("forma: error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert earlier.read_text() == "earlier output"
+
+
+def test_boards_lists_devices_and_resources():
+    result = forma("boards")
+    assert result.returncode == 0
+    for text in ("ulx3s-85f", "LFE5U-85F", "icebreaker", "iCE40UP5K", "pynq-z2", "xc7z020",
+                 "estimate", "bitstream"):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize("board, bitstream", [
+    ("ulx3s-85f", "top.bit"), ("icebreaker", "top.bin"), ("pynq-z2", None)])
+def test_synth_mac_for_each_board_kind(tmp_path, board, bitstream):
+    out = tmp_path / board
+    result = forma("synth", "--board", board, "mac", "a=int8", "w=int8", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    assert report["design"] == "mac a=int8 w=int8" and report["dsps"] >= 1
+    if bitstream:
+        assert report["bitstream"] == str(out / bitstream) and (out / bitstream).stat().st_size > 0
+        assert report["fmax_mhz"] > 0 and isinstance(report["timing_met"], bool)
+    else:
+        assert report["bitstream"] is None and report["estimate"] is True
+    assert f"mac a=int8 w=int8 on {board}" in result.stdout
