@@ -1,6 +1,7 @@
 """Runs a cocotb testbench on Verilator against the Verilog Amaranth emits for a component.
 
-One entry point, `run_cocotb`; a failing run is rebuilt with FST tracing so its waveform is kept.
+One entry point, `run_cocotb`; a failing run is rebuilt with VCD tracing so its waveform is kept
+(FST needs lz4 headers, which a fresh machine lacks).
 """
 import os
 from pathlib import Path
@@ -23,12 +24,18 @@ def _build_and_test(verilog_path, test_module, build_dir, env, waves):
 
     runner = get_runner("verilator")
     log = build_dir / "build.log"
+    trace = ["--trace-vcd"] if waves else []
     runner.build(sources=[verilog_path], hdl_toplevel="top", build_dir=build_dir,
-                 build_args=VERILATOR_ARGS, waves=waves, log_file=log)
-    results = runner.test(test_module=test_module, hdl_toplevel="top", build_dir=build_dir,
-                          test_dir=build_dir, extra_env=env, waves=waves,
-                          log_file=build_dir / "sim.log")
-    return get_results(Path(results))
+                 build_args=VERILATOR_ARGS + trace, waves=waves, log_file=log)
+    results = build_dir / "results.xml"
+    results.unlink(missing_ok=True)
+    try:
+        runner.test(test_module=test_module, hdl_toplevel="top", build_dir=build_dir,
+                    test_dir=build_dir, extra_env=env, waves=waves, results_xml=str(results),
+                    log_file=build_dir / "sim.log")
+    except SystemExit:  # cocotb's runner exits on failing tests outside its own pytest plugin
+        pass
+    return get_results(results) if results.exists() else (0, 1)  # no results: the run crashed
 
 
 def run_cocotb(verilog: str, test_module: str, build_dir, env: dict) -> dict:
@@ -47,10 +54,10 @@ def run_cocotb(verilog: str, test_module: str, build_dir, env: dict) -> dict:
     tests, failed = _build_and_test(verilog_path, test_module, build_dir, env, waves=False)
     waves = None
     if failed and not os.environ.get("FORMA_NO_WAVES"):
-        wave_dir = build_dir / "waves"
+        wave_dir = build_dir.with_name(build_dir.name + "-waves")  # not inside: make's VPATH
         wave_dir.mkdir(exist_ok=True)
         _build_and_test(verilog_path, test_module, wave_dir, env, waves=True)
-        found = sorted(wave_dir.glob("*.fst"))
+        found = sorted(wave_dir.glob("*.vcd"))
         waves = str(found[0]) if found else None
     return {"tests": tests, "failed": failed, "log": str(build_dir / "sim.log"), "waves": waves}
 
