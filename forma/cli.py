@@ -72,6 +72,33 @@ def cmd_sim(args):
     return 0
 
 
+def cmd_verify(args):
+    from .sim.cases import Case
+    from .sim.verify import verify
+    case = Case.parse(args.op, args.formats, out=args.out_format, stages=args.stages,
+                      saturate=args.saturate)
+    slug = "-".join([args.op, *args.formats] + ([args.out_format] if args.out_format else []))
+    build = Path(args.build or Path("build") / "verify" / "".join(
+        c if c.isalnum() or c in "._-" else "_" for c in slug) / f"stages{args.stages}")
+    verdict = verify(case, build, exhaustive=True if args.exhaustive else None,
+                     vectors=args.vectors, seed=args.seed, lanes=args.lanes, stall=args.stall)
+    for line in verdict.first:
+        print(f"mismatch: {line}")
+    if verdict.mismatches:
+        words = ["forma verify", args.op, *args.formats]
+        words += [f"--out {args.out_format}"] if args.out_format else []
+        words += ["--exhaustive"] if verdict.mode == "exhaustive" else [
+            f"--vectors {args.vectors}", f"--seed {args.seed}"]
+        words += [f"--stages {args.stages}"] + (["--stall"] if args.stall else [])
+        print("reproduce: " + " ".join(f"'{w}'" if "(" in w else w for w in words))
+        if verdict.waves:
+            print(f"waveform: {verdict.waves}")
+    print(f"{verdict.rate / 1e6:.2f}M vectors/s in simulation; "
+          f"{verdict.seconds['simulate']:.1f} s with the Verilator build", file=sys.stderr)
+    print(verdict.summary)
+    return 1 if verdict.mismatches else 0
+
+
 def parser():
     top = argparse.ArgumentParser(prog="forma", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -100,6 +127,23 @@ def parser():
     p.add_argument("--vectors", type=int, default=2000, help="vectors to run (default: 2000)")
     p.add_argument("--build", help="simulation build folder (default: build/sim/<design>)")
     p.set_defaults(run=cmd_sim)
+    p = sub.add_parser("verify", help="prove a PE bit-exact against the reference on Verilator")
+    p.add_argument("op", help="mul, add, fma or convert")
+    p.add_argument("formats", nargs="+", help="operand format(s), e.g. posit(8,0) or "
+                   "float8_e4m3fn float8_e5m2; convert takes SOURCE DESTINATION")
+    p.add_argument("--out", dest="out_format", help="result format (default: the first operand's)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--exhaustive", action="store_true",
+                      help="every input combination (default when there are at most 2**16)")
+    mode.add_argument("--vectors", type=int, default=1_000_000,
+                      help="seeded random vectors after the corner classes (default 1000000)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
+    p.add_argument("--stages", type=int, default=1, help="pipeline depth (default: 1)")
+    p.add_argument("--lanes", type=int, default=8, help="parallel PE copies in the checker")
+    p.add_argument("--stall", action="store_true", help="random output back-pressure")
+    p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
+    p.add_argument("--build", help="build folder (default: build/verify/...)")
+    p.set_defaults(run=cmd_verify)
     return top
 
 

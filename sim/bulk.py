@@ -5,7 +5,6 @@ Any stream-in/stream-out component works: vectors are its packed input payloads,
 its packed output payloads, checked in order per lane (so stateful designs like MACs work too).
 """
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,3 +153,19 @@ def run_bulk(component, vectors, expected, in_width, out_width, build_dir, lanes
     first = [(index, got) for index, got in data["first"] if index < len(vectors)]
     return BulkResult(len(vectors), data["mismatches"], first[:CAPTURED], data["seconds"],
                       run["log"], run["waves"])
+
+
+def run_naive(component, vectors, expected, build_dir) -> BulkResult:
+    """The same check with one Python await per vector (the baseline the benchmark compares)."""
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    setup, results = build_dir / "naive.json", build_dir / "naive_results.json"
+    setup.write_text(json.dumps({"vectors": [int(v) for v in vectors],
+                                 "expected": [int(v) for v in expected]}))
+    results.unlink(missing_ok=True)
+    run = run_cocotb(to_verilog(component, name="top"), "forma.sim.tb_naive", build_dir,
+                     {"FORMA_NAIVE_SETUP": setup, "FORMA_NAIVE_RESULTS": results})
+    if not results.exists():
+        raise RuntimeError(f"the naive testbench did not finish; see {run['log']}")
+    data = json.loads(results.read_text())
+    return BulkResult(len(vectors), data["mismatches"], [], data["seconds"], run["log"], None)

@@ -1,0 +1,163 @@
+"""Verification cases: an op on formats → the PE under test, its stimulus and the reference result.
+
+Exhaustive where the input space is small, otherwise seeded random plus every corner class;
+mismatches are described in the formats' own notation.
+"""
+import importlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SpecError
+from .formats import dot, convert, parse_format
+
+EXHAUSTIVE_LIMIT = 1 << 24  # vectors; ≤ 8-bit binary ops have 2**16
+ARITY = {"mul": 2, "add": 2, "fma": 3, "convert": 1}
+SYMBOL = {"mul": "×", "add": "+"}
+
+# (op, operand family) → "module:Class" of the PE; float PEs also take int/fixed operands.
+PES = {
+    ("mul", "float"): "float_pe:FloatMultiplier",
+    ("add", "float"): "float_pe:FloatAdder",
+    ("fma", "float"): "float_pe:FloatFMA",
+    ("convert", "any"): "float_pe:Converter",
+    ("mul", "posit"): "posit_pe:PositMultiplier",
+    ("add", "posit"): "posit_pe:PositAdder",
+    ("fma", "posit"): "posit_pe:PositFMA",
+}
+
+
+def _pe_class(op, family):
+    key = (op, "any") if op == "convert" else (op, family)
+    if key not in PES:
+        ops = sorted({o for o, f in PES if f in (family, "any")})
+        raise SpecError(f"no {op} PE for {family} formats; {family} supports: {', '.join(ops)}")
+    module, name = PES[key].split(":")
+    return getattr(importlib.import_module(f"forma.hdl.{module}"), name)
+
+
+def corner_codes(fmt):
+    """Codes of every corner class: zeros, ±1, ±max, ±min, NaN/NaR/inf, bit-pattern extremes,
+    and each one's code neighbours (rounding and regime boundaries)."""
+    top = (1 << fmt.bits) - 1
+    half = 1 << (fmt.bits - 1)
+    tiny = np.finfo(np.float64).tiny
+    values = np.array([0.0, -0.0, 1.0, -1.0, 1.5, -1.5, np.inf, -np.inf, np.nan, 1e300, -1e300,
+                       tiny, -tiny], dtype=np.float64)
+    codes = set()
+    for value in values:
+        try:
+            codes.add(int(fmt.encode(np.array([value]), saturate=True)[0]))
+        except (ValueError, SpecError):
+            pass  # not representable in this format (e.g. NaN in a finite format)
+    patterns = {0, 1, 2, half - 2, half - 1, half, half + 1, half + 2, top - 1, top}
+    candidates = {c + d for c in codes | patterns for d in (-1, 0, 1)}
+    candidates = np.array(sorted(c for c in candidates if 0 <= c <= top), dtype=np.uint64)
+    return candidates[fmt.valid_code_mask(candidates)]
+
+
+@dataclass
+class Case:
+    """One op on formats: `formats` are the operands' (a, b[, c]) or (src,) for convert."""
+    op: str
+    formats: tuple
+    out: object
+    stages: int
+    saturate: bool = False
+
+    @classmethod
+    def parse(cls, op, names, out=None, stages=1, saturate=False):
+        if op not in ARITY:
+            raise SpecError(f"unknown op '{op}'; ops: {', '.join(ARITY)}")
+        formats = tuple(parse_format(n) for n in names)
+        if op == "convert":
+            if len(formats) != 2:
+                raise SpecError("convert takes two formats: SOURCE DESTINATION")
+            return cls(op, formats[:1], formats[1], stages, saturate)
+        if not 1 <= len(formats) <= ARITY[op]:
+            raise SpecError(f"{op} takes 1 to {ARITY[op]} operand formats, got {len(formats)}")
+        formats = formats + (formats[-1],) * (ARITY[op] - len(formats))
+        return cls(op, formats, parse_format(out) if out else formats[0], stages, saturate)
+
+    @property
+    def names(self):
+        return "abc"[:len(self.formats)]
+
+    @property
+    def title(self):
+        args = " ".join(f.name for f in self.formats)
+        return f"{self.op} {args}" + (f" -> {self.out.name}" if self.out != self.formats[0] or self.op == "convert" else "")
+
+    def component(self):
+        family = self.formats[0].family
+        family = "float" if family in ("int", "fixed") else family
+        cls = _pe_class(self.op, family)
+        if self.op == "convert":
+            return cls(self.formats[0], self.out, stages=self.stages, saturate=self.saturate)
+        if family == "posit":
+            if len(set(self.formats)) > 1 or self.out != self.formats[0]:
+                raise SpecError(f"posit {self.op} takes one format for operands and result")
+            return cls(self.formats[0], stages=self.stages)
+        return cls(*self.formats, out_fmt=self.out, stages=self.stages)
+
+    @property
+    def space(self):
+        """Number of distinct input vectors."""
+        return int(np.prod([float(1 << f.bits) for f in self.formats]))
+
+    def exhaustive(self):
+        """Every combination of valid codes, a varying fastest."""
+        axes = [f.all_codes() for f in self.formats]
+        grids = np.meshgrid(*axes[::-1], indexing="ij")
+        return [g.ravel() for g in grids[::-1]]
+
+    def random(self, count, seed):
+        """Corner-class cross products first, then uniform random valid codes (seeded)."""
+        rng = np.random.default_rng(seed)
+        corners = [corner_codes(f) for f in self.formats]
+        grids = np.meshgrid(*corners, indexing="ij")
+        operands = [g.ravel()[:count] for g in grids]
+        rest = count - len(operands[0])
+        for index, fmt in enumerate(self.formats):
+            drawn = rng.integers(0, 1 << fmt.bits, size=max(rest, 0), dtype=np.uint64)
+            bad = ~fmt.valid_code_mask(drawn)
+            drawn[bad] = 0  # the rare invalid pattern (none for most formats) becomes zero
+            operands[index] = np.concatenate([operands[index], drawn]).astype(np.uint64)
+        return operands
+
+    def reference(self, operands):
+        """The reference's result codes for these operands (one exact rounding)."""
+        a = operands[0]
+        if self.op == "convert":
+            return convert(a, self.formats[0], self.out, saturate=self.saturate or None)
+        same = len(set(self.formats)) == 1 and self.out == self.formats[0]
+        if self.op == "mul" and not same:
+            return dot(a[:, None], operands[1][:, None], *self.formats, self.out)
+        if not same:
+            raise SpecError(f"{self.op} with mixed formats has no reference rule yet; "
+                            f"use one format for operands and result")
+        return getattr(self.formats[0], self.op)(*operands)
+
+    def pack(self, operands):
+        """Packed input payloads: a in the low bits, then b, then c."""
+        packed, shift = np.zeros(len(operands[0]), dtype=np.uint64), 0
+        for codes, fmt in zip(operands, self.formats):
+            packed |= np.asarray(codes, dtype=np.uint64) << np.uint64(shift)
+            shift += fmt.bits
+        return packed, shift
+
+    def describe(self, operands, index, got, expected):
+        """`posit(8,0) 0x41 × 0x7e → got 0x7f, expected 0x7e` with the decoded values."""
+        def show(fmt, code):
+            digits = (fmt.bits + 3) // 4
+            value = fmt.decode(np.array([code], dtype=np.uint64))[0]
+            return f"0x{int(code):0{digits}x} ({value:g})"
+        args = [show(f, operands[k][index]) for k, f in enumerate(self.formats)]
+        if self.op == "fma":
+            text = f"{args[0]} × {args[1]} + {args[2]}"
+        elif self.op == "convert":
+            text = f"{args[0]} → {self.out.name}"
+        else:
+            text = f" {SYMBOL[self.op]} ".join(args)
+        names = self.formats[0].name if len(set(self.formats)) == 1 else "/".join(f.name for f in self.formats)
+        return f"{names} {text} → got {show(self.out, got)}, expected {show(self.out, expected)}"
