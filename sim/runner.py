@@ -42,7 +42,7 @@ def run_cocotb(verilog: str, test_module: str, build_dir, env: dict) -> dict:
     """Simulate `verilog` (top module `top`) with cocotb module `test_module` on Verilator.
 
     env: variables the testbench reads (spec, seed, vector count). Returns
-    {"tests", "failed", "log", "waves"}: waves is the FST path for a failing run, else None.
+    {"tests", "failed", "log", "waves"}: waves is the VCD path for a failing run, else None.
     """
     toolenv.apply()
     toolenv.require("verilator")

@@ -84,10 +84,10 @@ def test_exhaustive_arith_vs_exact_oracle(name, op):
     """Table (built from the exact scaled-integer path) and the float64 fast path vs Fractions."""
     f = parse_format(name)
     c = np.arange(1 << f.bits)
-    if f.bits > 6:  # 8-bit formats: every a with a seeded sample of 64 b (16k pairs)
+    if f.bits > 6:  # 8-bit formats: every a with a seeded sample of 24 b (6k pairs)
         rng = np.random.default_rng(SEED)
-        b = rng.integers(0, 1 << f.bits, size=(len(c), 64))
-        a = np.repeat(c[:, None], 64, axis=1)
+        b = rng.integers(0, 1 << f.bits, size=(len(c), 24))
+        a = np.repeat(c[:, None], 24, axis=1)
     else:
         a, b = np.meshgrid(c, c, indexing="ij")
     a, b = a.astype(f.code_dtype).ravel(), b.astype(f.code_dtype).ravel()
@@ -200,7 +200,7 @@ def test_fma_random_vs_exact_oracle(name):
     """Single-rounding a*b+c on seeded random codes plus corner codes (fast and exact paths)."""
     f = parse_format(name)
     rng = np.random.default_rng(SEED)
-    n = 3000
+    n = 2000
     codes = rng.integers(0, 1 << f.bits, size=(3, n))
     # make cancellation likely: c near -a*b
     ab = f.decode(codes[0].astype(f.code_dtype)) * f.decode(codes[1].astype(f.code_dtype))
@@ -222,9 +222,10 @@ def test_16bit_fast_path_vs_exact(name, op):
     """Vectorized float64 path (Figueroa double rounding argument) vs the exact oracle."""
     f = parse_format(name)
     rng = np.random.default_rng(SEED)
-    a, b = (rng.integers(0, 1 << f.bits, 4000).astype(f.code_dtype) for _ in range(2))
-    b[:1000] = a[:1000] ^ (1 << (f.bits - 1))              # exact cancellation
-    b[1000:2000] = a[1000:2000] + rng.integers(-3, 4, 1000).astype(f.code_dtype)
+    a, b = (rng.integers(0, 1 << f.bits, 2000) for _ in range(2))
+    b[:500] = a[:500] ^ (1 << (f.bits - 1))                # exact cancellation
+    b[500:1000] = (a[500:1000] + rng.integers(-3, 4, 500)) % (1 << f.bits)
+    a, b = a.astype(f.code_dtype), b.astype(f.code_dtype)
     got = f.decode(getattr(f, op)(a, b))
     want = f.decode(np.array([exact.op(f, op, int(x), int(y)) for x, y in zip(a, b)], dtype=f.code_dtype))
     assert same_values(got, want), first_mismatch(f, a, b, got, want) + f" seed={SEED}"

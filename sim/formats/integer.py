@@ -3,7 +3,7 @@
 A code is the W-bit pattern; its value is raw * 2**-F with raw the (un)signed integer, F = W - I.
 
 Spellings (all round-trip through `parse_format`):
-  int1..int32, uint1..uint32   value = raw; `int1` is signed 1-bit = {-1, 0}. Encoding rounds to
+  int1..int64, uint1..uint64   value = raw; `int1` is signed 1-bit = {-1, 0}. Encoding rounds to
                                nearest even, overflow wraps modulo 2**W (hardware behaviour).
   int8_narrow, uint8_narrow    QONNX narrow range: int8_narrow is [-127, 127], uint8_narrow is
                                [0, 254]; code 0x80 of int8_narrow is invalid. Overflow saturates.
@@ -71,7 +71,7 @@ class FixedFormat(NumberFormat):
         return f"{'' if self.signed else 'u'}fixed<{self.bits},{self.int_bits}>"
 
     def _int_shaped(self) -> bool:
-        return (self.int_bits == self.bits and self.bits <= 32 and self.quant == "RND_CONV"
+        return (self.int_bits == self.bits and self.bits <= 64 and self.quant == "RND_CONV"
                 and self.overflow == ("SAT" if self.narrow else "WRAP"))
 
     # --- identity -----------------------------------------------------------------------

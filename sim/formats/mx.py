@@ -161,11 +161,18 @@ class MXFormat(NumberFormat):
     def block_dot_exact(self, sa, ea, sb, eb):
         """Exact dot of blocks: (mantissa, exponent, nan mask), value = m * 2**e.
 
-        sa/sb: scale codes [...]; ea/eb: element codes [..., k]. E8M0 scales only (NVFP4 scales
-        are not powers of two; use `dequantize` and ops.dot for it).
+        sa/sb: scale codes [..., nblocks]; ea/eb: element codes [..., nblocks * k] as returned by
+        `quantize`; the result has one entry per block pair [..., nblocks]. E8M0 scales only (NVFP4
+        scales are not powers of two; use `dequantize` and ops.dot for it).
         """
         if self.scale_format != _E8M0:
             raise ValueError(f"{self.name}: block_dot_exact needs power-of-two (E8M0) scales")
+        k = self.block_size
+        ea, eb = (np.asarray(x) for x in (ea, eb))
+        if ea.shape[-1] % k or eb.shape[-1] % k:
+            raise ValueError(f"{self.name}: element arrays must hold whole blocks of {k}")
+        ea = ea.reshape(ea.shape[:-1] + (-1, k))
+        eb = eb.reshape(eb.shape[:-1] + (-1, k))
         ma, xa = self.element_format.to_scaled(ea)
         mb, xb = self.element_format.to_scaled(eb)
         pm, pe = mul_scaled(ma, xa, mb, xb)

@@ -26,8 +26,8 @@ def _parse_int(text):
         return None
     from .integer import FixedFormat
     bits = int(mt.group(2))
-    if not 1 <= bits <= 32:
-        raise SpecError(f"{text}: integer width ({bits}) must be in [1, 32]")
+    if not 1 <= bits <= 64:
+        raise SpecError(f"{text}: integer width ({bits}) must be in [1, 64]")
     narrow = bool(mt.group(3))
     return FixedFormat(bits, bits, signed=not mt.group(1), narrow=narrow, quant="RND_CONV",
                        overflow="SAT" if narrow else "WRAP")
