@@ -118,11 +118,24 @@ def exact_value(code, n, es):
     return -v if negative else v
 
 
-def exact_round(x, n, es, rounding="rne"):
-    """posit(n,es) code of Fraction x (None = NaR): nearest by bit string, ties to even pattern.
+_UP = {  # (compare with the bit-string midpoint, negative, hi is even) -> take the larger magnitude
+    "rne": lambda c, neg, even: c > 0 or (c == 0 and even),
+    "trunc": lambda c, neg, even: False,
+    "away": lambda c, neg, even: True,
+    "floor": lambda c, neg, even: neg,
+    "ceil": lambda c, neg, even: not neg,
+    "half_away": lambda c, neg, even: c >= 0,
+    "half_zero": lambda c, neg, even: c > 0,
+    "half_up": lambda c, neg, even: c > 0 or (c == 0 and not neg),
+    "half_down": lambda c, neg, even: c > 0 or (c == 0 and neg),
+}
 
-    Between neighbours lo < x < hi the bit-string midpoint is the (n+1)-bit posit lo·1; values
-    beyond maxpos / below minpos clamp to them; "trunc" returns lo (toward zero).
+
+def exact_round(x, n, es, rounding="rne"):
+    """posit(n,es) code of Fraction x (None = NaR) by the standard's rule, in any rounding mode.
+
+    Between neighbours lo < |x| < hi the bit-string midpoint is the (n+1)-bit posit lo·1 (rne: ties
+    to the even pattern); magnitudes beyond maxpos / below minpos clamp to them in every mode.
     """
     if x is None:
         return 1 << (n - 1)
@@ -138,11 +151,10 @@ def exact_round(x, n, es, rounding="rne"):
         while hi - lo > 1:                      # exact_value(lo) <= x < exact_value(hi)
             mid = (lo + hi) // 2
             lo, hi = (mid, hi) if exact_value(mid, n, es) <= x else (lo, mid)
-        if rounding == "trunc" or x == exact_value(lo, n, es):
-            code = lo
-        else:
-            midpoint = exact_value(2 * lo + 1, n + 1, es)
-            code = hi if x > midpoint or (x == midpoint and hi % 2 == 0) else lo
+        midpoint = exact_value(2 * lo + 1, n + 1, es)
+        cmp = (x > midpoint) - (x < midpoint)
+        up = x != exact_value(lo, n, es) and _UP[rounding](cmp, negative, hi % 2 == 0)
+        code = hi if up else lo
     return (-code) % (1 << n) if negative else code
 
 
@@ -252,9 +264,10 @@ def hard_cases(fmt, rng):
         mid = wide.decode(2 * pos + 1)
         half = fmt.encode(mid - fmt.decode(pos))           # exact difference: neighbours
         ok = fmt.decode(half) == mid - fmt.decode(pos)
-        u = fmt.encode(rng.integers(1, 1 << 12, 100_000) * np.exp2(rng.integers(-12, 12, 100_000)))
-        v = fmt.encode(rng.integers(1, 1 << 8, 100_000) * np.exp2(rng.integers(-12, 12, 100_000)))
-        p = fmt.decode(u) * fmt.decode(v)                  # exact: at most 20 significant bits
+        ubits = max(fmt.frac_bits - 4, 4)                  # products just past the precision
+        u = fmt.encode(rng.integers(1, 1 << ubits, 100_000) * np.exp2(rng.integers(-12, 12, 100_000)))
+        v = fmt.encode(rng.integers(1, 1 << 6, 100_000) * np.exp2(rng.integers(-12, 12, 100_000)))
+        p = fmt.decode(u) * fmt.decode(v)                  # exact: at most 33 significant bits
         w = wide.encode(p)
         tie = (w % 2 == 1) & (wide.decode(w) == p)
         assert ok.sum() > 1000 and tie.sum() > 1000
@@ -275,7 +288,7 @@ def test_posit16_million_random_pairs_match_softposit(op, seed):
 
 
 @pytest.mark.parametrize("op", ["mul", "add", "sub"])
-@pytest.mark.parametrize("n,es", [(16, 1), (32, 2), (10, 2), (12, 2), (20, 2), (24, 2), (32, 2)])
+@pytest.mark.parametrize("n,es", [(16, 1), (32, 2), (10, 2), (12, 2), (20, 2), (24, 2), (31, 2)])
 def test_random_pairs_match_softposit(n, es, op, seed):
     fmt = PositFormat(n, es)
     rng = np.random.default_rng(seed)
@@ -340,7 +353,8 @@ def test_spot_checks_match_exact_oracle(n, es, seed):
     d[::2] = fmt.neg(fmt.mul(a[::2], b[::2]))
     assert_same(fmt, "fma", [a, b, d], fmt.fma(a, b, d), oracle_op(fmt, "fma", a, b, d), "exact oracle", seed)
     values = [exact_value(int(x), n, es) for x in a]
-    assert all(v is None and np.isnan(f) or Fraction(f) == v for f, v in zip(fmt.decode(a), values))
+    assert all(v is None and np.isnan(f) or Fraction(f) == v for f, v in zip(fmt.decode(a), values)), \
+        f"{fmt.name} decode differs from the exact oracle; seed {seed}"
 
 
 @pytest.mark.parametrize("es", range(5))
@@ -363,14 +377,19 @@ def test_extreme_codes_decode_exactly():
 
 
 # ----- other rounding modes ------------------------------------------------------------------------
-def test_trunc_rounds_toward_zero_on_the_pattern(seed):
-    fmt = PositFormat(10, 1)
+@pytest.mark.parametrize("rounding", sorted(_UP))
+@pytest.mark.parametrize("n,es", [(10, 1), (8, 3), (6, 0)])
+def test_rounding_modes_match_exact_oracle(n, es, rounding, seed):
+    """Random doubles, every bit-string midpoint (ties) and values beyond maxpos / below minpos."""
+    fmt = PositFormat(n, es)
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(3000) * np.exp2(rng.integers(-20, 20, 3000))
-    want = [exact_round(Fraction(v), fmt.n, fmt.es, "trunc") for v in x]
-    assert_same(fmt, "encode_trunc", [x.view(np.int64)], fmt.encode(x, rounding="trunc"), want,
+    x = rng.standard_normal(1500) * np.exp2(rng.integers(-fmt.max_scale - 4, fmt.max_scale + 4, 1500))
+    ties = PositFormat(n + 1, es).decode(np.arange(1, 1 << n, 2))
+    x = np.concatenate([x, ties, -ties])
+    want = [exact_round(Fraction(v), n, es, rounding) for v in x]
+    assert_same(fmt, f"encode_{rounding}", [x.view(np.int64)], fmt.encode(x, rounding=rounding), want,
                 "exact oracle", seed)
-    assert fmt.encode(1e-300, rounding="trunc") == 1 and fmt.encode(-1e300, rounding="trunc") == fmt.nar_code + 1
+    assert fmt.encode(1e-300, rounding=rounding) == 1 and fmt.encode(-1e300, rounding=rounding) == fmt.nar_code + 1
 
 
 def test_stochastic_rounding_is_seeded_and_unbiased():

@@ -333,10 +333,11 @@ class NumberFormat(ABC):
 
 
 def rng_for(seed):
-    """numpy Generator for stochastic rounding (seed: int, Generator or None)."""
+    """numpy Generator for stochastic rounding (seed: int or Generator; None means seed 0, so
+    the same call always gives the same codes)."""
     if isinstance(seed, np.random.Generator):
         return seed
-    return np.random.default_rng(seed)
+    return np.random.default_rng(0 if seed is None else seed)
 
 
 _F64_OPS = {
