@@ -29,7 +29,8 @@ test: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -ra --durations=15
 
 bench: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) -m bench -ra -s
+	$(BIN)/forma bench all
+	$(BIN)/pytest -n $(JOBS) -m bench -ra
 
 clean:
 	rm -rf build .pytest_cache

@@ -99,6 +99,18 @@ def cmd_verify(args):
     return 1 if verdict.mismatches else 0
 
 
+BENCHES = {"reference": "forma.sim.bench_reference"}
+
+
+def cmd_bench(args):
+    import importlib
+    names = list(BENCHES) if args.name == "all" else [args.name]
+    for name in names:
+        print(f"== bench {name}", flush=True)
+        importlib.import_module(BENCHES[name]).main(args.rest)
+    return 0
+
+
 def parser():
     top = argparse.ArgumentParser(prog="forma", description=__doc__.splitlines()[0])
     sub = top.add_subparsers(dest="command", required=True)
@@ -144,6 +156,10 @@ def parser():
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
     p.add_argument("--build", help="build folder (default: build/verify/...)")
     p.set_defaults(run=cmd_verify)
+    p = sub.add_parser("bench", help="speed and size benchmarks (tables + JSON under build/bench)")
+    p.add_argument("name", choices=["all", *BENCHES], help="which benchmark")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")
+    p.set_defaults(run=cmd_bench)
     return top
 
 

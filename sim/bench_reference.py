@@ -14,7 +14,8 @@ import numpy as np
 from forma.sim.formats import parse_format
 
 FORMATS = ["int8", "fixed<8,3,RND_CONV,SAT>", "float8_e4m3fn", "float8_e5m2", "float6_e2m3fn",
-           "float4_e2m1fn", "float8_e8m0fnu", "int16", "float16", "bfloat16", "float32"]
+           "float4_e2m1fn", "float8_e8m0fnu", "posit(8,0)", "posit(8,2)", "int16", "float16",
+           "bfloat16", "posit(16,1)", "float32", "posit(32,2)"]
 
 
 def measure(name: str, op: str, n: int = 1 << 20, repeats: int = 5) -> float:
