@@ -64,3 +64,22 @@ def test_synth_mac_for_each_board_kind(tmp_path, board, bitstream):
     else:
         assert report["bitstream"] is None and report["estimate"] is True
     assert f"mac a=int8 w=int8 on {board}" in result.stdout
+
+
+def test_interrupted_build_leaves_previous_output_intact(tmp_path):
+    import signal
+    out = tmp_path / "mac"
+    words = ["synth", "--board", "ulx3s-85f", "mac", "a=int8", "w=int8", "--out", str(out)]
+    assert forma(*words).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    process = subprocess.Popen([sys.executable, "-m", "forma.cli", *words, "--target-mhz", "50"],
+                               stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:  # interrupt once synthesis is done, during place and route
+        if line.startswith("[synth"):
+            process.send_signal(signal.SIGINT)
+            break
+    process.stderr.read()
+    assert process.wait(timeout=120) == 130
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert after == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mac"], "no partial build folders are left"
