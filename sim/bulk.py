@@ -62,7 +62,7 @@ def checker_verilog(in_width, out_width, lanes, depth):
                         for k in range(CAPTURED))
     return f"""// forma bulk checker: {lanes} lanes, {in_width}-bit vectors, {out_width}-bit results
 module top(
-  input clk, input rst, input start, input stall, input [31:0] count,
+  output reg clk, input rst, input start, input stall, input [31:0] count,
   output reg done, output reg [63:0] mismatches, output reg [31:0] captured,
 {captures}
   output reg [63:0] cycles
@@ -72,6 +72,8 @@ module top(
   reg running;
   reg [15:0] lfsr;
   integer bad;
+  // The clock runs inside the simulator (Verilator --timing): Python wakes only at `done`.
+  initial begin clk = 0; forever #5 clk = ~clk; end
 {lane_wires}
 
   task record(input [31:0] index, input [{out_width - 1}:0] got, input integer slot);
@@ -146,7 +148,8 @@ def run_bulk(component, vectors, expected, in_width, out_width, build_dir, lanes
     results.unlink(missing_ok=True)
     top = checker_verilog(in_width, out_width, lanes, per_chunk) + to_verilog(component, name="dut")
     run = run_cocotb(top, "forma.sim.tb_bulk", build_dir,
-                     {"FORMA_BULK_MANIFEST": manifest, "FORMA_BULK_RESULTS": results})
+                     {"FORMA_BULK_MANIFEST": manifest, "FORMA_BULK_RESULTS": results},
+                     timing=True)
     if not results.exists():
         raise RuntimeError(f"the bulk testbench did not finish; see {run['log']}")
     data = json.loads(results.read_text())

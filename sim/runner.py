@@ -18,15 +18,19 @@ def _write_if_changed(path: Path, text: str):
         path.write_text(text)
 
 
-def _build_and_test(verilog_path, test_module, build_dir, env, waves):
+# Verilog timing controls (a clock generated inside the design) need C++ coroutines.
+TIMING_ARGS = ["--timing", "-CFLAGS", "-fcoroutines"]
+
+
+def _build_and_test(verilog_path, test_module, build_dir, env, waves, timing):
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
     runner = get_runner("verilator")
     log = build_dir / "build.log"
-    trace = ["--trace-vcd"] if waves else []
+    extra = (["--trace-vcd"] if waves else []) + (TIMING_ARGS if timing else [])
     runner.build(sources=[verilog_path], hdl_toplevel="top", build_dir=build_dir,
-                 build_args=VERILATOR_ARGS + trace, waves=waves, log_file=log)
+                 build_args=VERILATOR_ARGS + extra, waves=waves, log_file=log)
     results = build_dir / "results.xml"
     results.unlink(missing_ok=True)
     try:
@@ -38,10 +42,11 @@ def _build_and_test(verilog_path, test_module, build_dir, env, waves):
     return get_results(results) if results.exists() else (0, 1)  # no results: the run crashed
 
 
-def run_cocotb(verilog: str, test_module: str, build_dir, env: dict) -> dict:
+def run_cocotb(verilog: str, test_module: str, build_dir, env: dict, timing=False) -> dict:
     """Simulate `verilog` (top module `top`) with cocotb module `test_module` on Verilator.
 
-    env: variables the testbench reads (spec, seed, vector count). Returns
+    env: variables the testbench reads (spec, seed, vector count); timing: the Verilog has
+    timing controls (e.g. generates its own clock). Returns
     {"tests", "failed", "log", "waves"}: waves is the VCD path for a failing run, else None.
     """
     toolenv.apply()
@@ -51,12 +56,12 @@ def run_cocotb(verilog: str, test_module: str, build_dir, env: dict) -> dict:
     verilog_path = build_dir / "top.v"
     _write_if_changed(verilog_path, verilog)
     env = {k: str(v) for k, v in env.items()}
-    tests, failed = _build_and_test(verilog_path, test_module, build_dir, env, waves=False)
+    tests, failed = _build_and_test(verilog_path, test_module, build_dir, env, False, timing)
     waves = None
     if failed and not os.environ.get("FORMA_NO_WAVES"):
         wave_dir = build_dir.with_name(build_dir.name + "-waves")  # not inside: make's VPATH
         wave_dir.mkdir(exist_ok=True)
-        _build_and_test(verilog_path, test_module, wave_dir, env, waves=True)
+        _build_and_test(verilog_path, test_module, wave_dir, env, True, timing)
         found = sorted(wave_dir.glob("*.vcd"))
         waves = str(found[0]) if found else None
     return {"tests": tests, "failed": failed, "log": str(build_dir / "sim.log"), "waves": waves}
