@@ -6,8 +6,10 @@ STAMP  := $(VENV)/.installed
 BOARD  ?= ulx3s-85f
 DESIGN ?=
 JOBS   ?= auto
+MODEL  ?= examples/digits_mlp.onnx
+BACKEND ?= native
 
-.PHONY: all setup synth sim test bench clean
+.PHONY: all setup synth sim test bench clean export
 
 all: test
 
@@ -21,6 +23,9 @@ $(STAMP): pyproject.toml
 
 synth: $(STAMP)
 	$(BIN)/forma synth --board $(BOARD) $(DESIGN)
+
+export: $(STAMP)
+	$(BIN)/forma export $(MODEL) --board $(BOARD) --backend $(BACKEND)
 
 sim: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -m "sim and not bench" -v

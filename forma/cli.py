@@ -99,6 +99,51 @@ def cmd_verify(args):
     return 1 if verdict.mismatches else 0
 
 
+def _export_options(args):
+    from .generators.backends import ExportOptions
+    return ExportOptions(board=args.board, out=args.out, target_mhz=args.target_mhz, ii=args.ii,
+                         max_luts=getattr(args, "max_luts", None),
+                         max_dsps=getattr(args, "max_dsps", None), hls_backend=args.hls_backend,
+                         io_type=args.io_type, test=getattr(args, "test", None))
+
+
+def cmd_export(args):
+    from .generators.backends import backend_module
+    backend = backend_module(args.backend)
+    report = backend.export(args.model, _export_options(args))
+    out = Path(report.get("out") or Path(report["project"]).parent)
+    print((out / "report.md").read_text())
+    return 0
+
+
+def cmd_run(args):
+    import numpy as np
+    from .generators.backends import backend_module, load_inputs
+    backend = backend_module(args.backend)
+    x, _ = load_inputs(args.inputs)
+    y = backend.run(args.model, x, _export_options(args))
+    path = Path(args.outputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(y, dtype=np.float32))
+    print(f"wrote {path} ({len(y)} rows, {args.backend})", file=sys.stderr)
+    return 0
+
+
+def _backend_args(p, board_default):
+    p.add_argument("model", help="QONNX model (.onnx)")
+    p.add_argument("--backend", choices=["native", "hls4ml"], default="native",
+                   help="native (generated MAC arrays) or hls4ml (HLS project); default native")
+    p.add_argument("--board", default=board_default, help="board name (see `forma boards`)")
+    p.add_argument("--out", help="output folder (default: under build/)")
+    p.add_argument("--target-mhz", type=float, help="clock target (default: the board's)")
+    p.add_argument("--ii", type=int, default=1,
+                   help="initiation interval in cycles (hls4ml: reuse factor); default 1")
+    p.add_argument("--hls-backend", default="Vitis", choices=["Vitis", "Vivado", "Catapult"],
+                   help="hls4ml backend (default Vitis)")
+    p.add_argument("--io-type", default="io_parallel", choices=["io_parallel", "io_stream"],
+                   help="hls4ml io type (default io_parallel)")
+
+
 BENCHES = {"reference": "forma.sim.bench_reference"}
 
 
@@ -156,6 +201,17 @@ def parser():
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
     p.add_argument("--build", help="build folder (default: build/verify/...)")
     p.set_defaults(run=cmd_verify)
+    p = sub.add_parser("export", help="QONNX model -> design for a board + exactness report")
+    _backend_args(p, "ulx3s-85f")
+    p.add_argument("--max-luts", type=int, help="LUT budget for folding (native backend)")
+    p.add_argument("--max-dsps", type=int, help="DSP budget for folding (native backend)")
+    p.add_argument("--test", help="test inputs (.npz with x[, y] or .npy) for the exactness check")
+    p.set_defaults(run=cmd_export)
+    p = sub.add_parser("run", help="run a QONNX model's generated design on inputs (simulation)")
+    _backend_args(p, "pynq-z2")
+    p.add_argument("--inputs", required=True, help="inputs (.npy, or .npz with x)")
+    p.add_argument("--outputs", required=True, help="output .npy (float32, model output scale)")
+    p.set_defaults(run=cmd_run)
     p = sub.add_parser("bench", help="speed and size benchmarks (tables + JSON under build/bench)")
     p.add_argument("name", choices=["all", *BENCHES], help="which benchmark")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark")

@@ -1,0 +1,680 @@
+"""QONNX front end: load and clean a quantized ONNX model, and turn it into a list of layers.
+
+Every tensor gets one forma format; the layer list is what the hls4ml and native backends consume.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from forma.errors import FormaError, SpecError
+from forma.sim.formats import FixedFormat, FloatFormat, NumberFormat
+from forma.sim.formats.integer import AP_QUANT
+from forma.sim.formats.qonnx_map import (from_qonnx_floatquant, from_qonnx_intquant,
+                                         qonnx_rounding)
+
+#: ONNX ops the importer maps (after QONNX cleanup, channels-last conversion and GemmToMatMul)
+SUPPORTED_OPS = ("Quant", "IntQuant", "FloatQuant", "MatMul", "Gemm", "Conv", "Add", "Relu",
+                 "MaxPool", "GlobalAveragePool", "Flatten", "Reshape", "Transpose", "Mul", "Div")
+#: quantizer ops that QONNX's constant folding must leave in place (their attributes are the formats)
+QUANT_OPS = ["Quant", "IntQuant", "BipolarQuant", "FloatQuant", "Trunc", "QuantizeLinear",
+             "DequantizeLinear"]
+LAYOUT_OPS = ("Flatten", "Reshape", "Transpose")
+#: forma rounding name -> ap_fixed quantization mode
+_AP_QUANT_OF = {rnd: q for q, rnd in AP_QUANT.items()}
+FLOAT32_SIGNIFICAND = 24
+
+
+# --- the layer list ---------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class QTensor:
+    """A quantized tensor: its real value is `format.decode(code) * scale`.
+
+    Power-of-two scales are folded into a FixedFormat (fixed<W,I>), so `scale` is 1.0 for them;
+    `scale` differs from 1.0 only for a dyadic (non-power-of-two) output scale. `shape` is the
+    channels-last shape with batch 1.
+    """
+    name: str
+    shape: tuple
+    format: NumberFormat
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Requant:
+    """How a `quant` layer maps an exact input raw integer onto its output format.
+
+    shift/dyadic: out_raw = saturate(round(in_raw * multiplier / 2**shift)) with `rounding` (a forma
+    rounding name) and the output format's bounds; `shift` < 0 is an exact left shift.
+    minifloat: out = output FloatFormat.encode(in_value, rounding, saturate).
+    """
+    kind: str
+    shift: int = 0
+    multiplier: int = 1
+    rounding: str = "rne"
+    saturate: bool = True
+
+
+@dataclass(eq=False)
+class Layer:
+    """One step of the dataflow, in graph order.
+
+    kind: quant, dense, conv2d, relu, maxpool2d, global_avgpool, add, shift, reshape, transpose.
+    inputs: the data inputs (None for the float graph input of the first quant layer).
+    dense: weight codes [in, out] in `weight_format`; conv2d: weight codes [out, kh, kw, in]
+    (data channels-last); bias codes [out] in `bias_format` or None. The output of dense/conv2d/add
+    is the exact accumulator (a FixedFormat that cannot overflow for any input).
+    attrs: kernel_shape, strides, pads (conv2d, maxpool2d), perm (transpose), shift (shift layers:
+    the output raw equals the input raw and the format's LSB moves), count (global_avgpool),
+    bias_node (dense: the ONNX Add folded in as the bias).
+    """
+    kind: str
+    name: str
+    inputs: tuple
+    output: QTensor
+    weight: np.ndarray | None = None
+    weight_format: NumberFormat | None = None
+    bias: np.ndarray | None = None
+    bias_format: NumberFormat | None = None
+    requant: Requant | None = None
+    attrs: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Network:
+    """A cleaned QONNX model and its layer list; `input_name`/`input_shape` as the model declares.
+
+    `source` is the model as loaded (before the channels-last conversion): pass it to
+    `execute_onnx` for the reference.
+    """
+    model: object
+    source: object
+    layers: list
+    input_name: str
+    input_shape: tuple
+    output: QTensor
+
+    @property
+    def formats(self) -> dict:
+        """Tensor name -> QTensor for every quantized tensor on the datapath."""
+        return {layer.output.name: layer.output for layer in self.layers}
+
+
+# --- loading and cleaning ---------------------------------------------------------------------
+def load_model(model):
+    """A ModelWrapper for a path, ModelProto or ModelWrapper; FormaError for unreadable files."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    if isinstance(model, ModelWrapper):
+        return model
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_file():
+            raise FormaError(f"model file {path} does not exist")
+        try:
+            import onnx
+            proto = onnx.load(str(path))
+        except Exception as error:  # truncated or not protobuf at all
+            raise FormaError(f"{path} is not a readable ONNX model ({type(error).__name__}); "
+                             "re-export it") from None
+        if not proto.graph.node:
+            raise FormaError(f"{path} is not a readable ONNX model (it has no graph nodes)")
+        return ModelWrapper(proto)
+    return ModelWrapper(model)
+
+
+def clean(model, channels_last=True):
+    """QONNX cleanup + channels-last + GemmToMatMul + cleanup, keeping every quantizer node.
+
+    Same transformations as qonnx.util.cleanup.cleanup_model, except that constant folding also
+    keeps FloatQuant/IntQuant/Trunc, so weight formats survive (cleanup_model would fold them).
+    channels_last=False gives only the cleanup (the graph as exported, for execution).
+    """
+    import warnings
+
+    from qonnx.transformation.channels_last import ConvertToChannelsLastAndClean
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.gemm_to_matmul import GemmToMatMul
+    from qonnx.transformation.general import (GiveReadableTensorNames, GiveUniqueNodeNames,
+                                              GiveUniqueParameterTensors, RemoveStaticGraphInputs,
+                                              RemoveUnusedTensors, SortGraph)
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.transformation.quant_constant_folding import FoldTransposeIntoQuantInit
+
+    model = load_model(model)
+    _check_static_shapes(model)
+    for node in model.graph.node:  # QONNX renames nodes: keep the exporter's names for messages
+        node.doc_string = node.doc_string or node.name
+
+    def cleanup(m):
+        for t in (InferShapes(), GiveUniqueParameterTensors(), FoldConstants(QUANT_OPS),
+                  FoldTransposeIntoQuantInit(), RemoveUnusedTensors(), RemoveStaticGraphInputs(),
+                  GiveUniqueNodeNames(), GiveReadableTensorNames()):
+            m = m.transform(t)
+        return m
+
+    try:
+        with warnings.catch_warnings(), _ir_version_cap():
+            warnings.simplefilter("ignore")
+            model = cleanup(model)
+            if channels_last:
+                # ConvertToChannelsLastAndClean folds constants with QONNX's default exclusions,
+                # which would turn FloatQuant weights into plain float32: let them pass as Quant
+                # (elementwise like FloatQuant, never folded) and restore them by their 6 inputs.
+                _retype(model, "FloatQuant", "Quant", 6)
+                model = model.transform(ConvertToChannelsLastAndClean())
+                model = model.transform(GemmToMatMul())
+                model = cleanup(model)
+                _retype(model, "Quant", "FloatQuant", 6)
+            model = model.transform(SortGraph())
+        _check_single_io(model)
+    except FormaError:
+        raise
+    except Exception as error:
+        raise FormaError(f"QONNX could not clean the model: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''}") from None
+    return model
+
+
+def _label(node) -> str:
+    """'Cleaned_name' plus the exporter's own node name, kept in doc_string by `clean`."""
+    return f"'{node.name}'" + (f" ('{node.doc_string}')" if node.doc_string not in ("", node.name)
+                               else "")
+
+
+def _retype(model, old, new, n_inputs):
+    for node in model.graph.node:
+        if node.op_type == old and len(node.input) == n_inputs:
+            node.op_type = new
+
+
+def _check_static_shapes(model):
+    inits = {t.name for t in model.graph.initializer}
+    for vi in [v for v in model.graph.input if v.name not in inits] + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or any(d.dim_param or d.dim_value <= 0 for d in dims):
+            raise SpecError(f"tensor '{vi.name}' has a dynamic shape "
+                            f"({[d.dim_param or d.dim_value for d in dims]}); export with a fixed "
+                            "input shape (batch 1)")
+
+
+def _check_single_io(model):
+    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
+        raise SpecError(f"the model has {len(model.graph.input)} inputs and "
+                        f"{len(model.graph.output)} outputs; forma maps one input and one output")
+
+
+# --- formats ----------------------------------------------------------------------------------
+def pow2_exponent(scale):
+    """k with scale == 2**k for every element (all equal), else None."""
+    s = np.asarray(scale, dtype=np.float64).ravel()
+    if s.size == 0 or not np.all(np.isfinite(s)) or np.any(s <= 0) or np.any(s != s[0]):
+        return None
+    mant, exp = np.frexp(s[0])
+    return int(exp) - 1 if mant == 0.5 else None
+
+
+def int_quant_format(bitwidth, signed, narrow, exponent, rounding_mode, node) -> FixedFormat:
+    """FixedFormat of a QONNX Quant with scale 2**exponent: fixed<b, b+exponent> with the node's
+    rounding (as an ap_fixed Q mode) and saturation (SAT, or SAT_SYM for narrow range)."""
+    from_qonnx_intquant(bitwidth, signed, narrow)  # validates the bit width
+    b = int(bitwidth)
+    rnd = qonnx_rounding(rounding_mode)
+    if rnd not in _AP_QUANT_OF:
+        raise SpecError(f"node {node}: rounding_mode {rounding_mode} has no fixed-point form; "
+                        f"use one of ROUND, FLOOR, HALF_UP")
+    if exponent > 0:
+        raise SpecError(f"node {node}: scale 2**{exponent} > 1 puts the LSB above 1, which no "
+                        "fixed<W,I> format holds; use a scale <= 1 (more bits)")
+    if narrow and not signed:
+        raise SpecError(f"node {node}: unsigned narrow range [0, 2**{b}-2] has no fixed-point "
+                        "form; use narrow=0 for unsigned quantizers")
+    return FixedFormat(b, b + exponent, bool(signed), quant=_AP_QUANT_OF[rnd],
+                       overflow="SAT_SYM" if narrow else "SAT")
+
+
+def exact_fixed(fmt: NumberFormat) -> FixedFormat:
+    """The narrowest signed FixedFormat holding every finite value of `fmt` exactly."""
+    if isinstance(fmt, FixedFormat):
+        return fmt
+    if isinstance(fmt, FloatFormat):
+        frac = -(fmt.emin - fmt.man_bits)
+        ibits = math.frexp(fmt.max_value)[1] + 1
+        return FixedFormat(ibits + frac, ibits, True)
+    raise SpecError(f"format {fmt.name} has no exact fixed-point form")
+
+
+def range_format(lo: float, hi: float, frac: int) -> FixedFormat:
+    """Narrowest signed fixed format with `frac` fraction bits holding [lo, hi] (exact values)."""
+    raw_lo, raw_hi = int(round(lo * 2.0 ** frac)), int(round(hi * 2.0 ** frac))
+    bits = max(raw_hi.bit_length(), (-raw_lo - 1).bit_length() if raw_lo < 0 else 0) + 1
+    if bits > 64:
+        raise SpecError(f"an exact accumulator needs {bits} bits (over 64); use fewer bits")
+    return FixedFormat(bits, bits - frac, True)
+
+
+def value_range(t: QTensor):
+    f = exact_fixed(t.format) if isinstance(t.format, FloatFormat) else t.format
+    return (-f.max_value if isinstance(t.format, FloatFormat) else f.min_value) * t.scale, \
+        f.max_value * t.scale
+
+
+# --- the walk ---------------------------------------------------------------------------------
+class _Walk:
+    """Walks the cleaned graph in order, giving each datapath tensor a QTensor."""
+
+    def __init__(self, model):
+        self.model = model
+        self.tensors: dict[str, QTensor] = {}
+        self.consts: dict[str, tuple] = {}   # name -> (codes, format, values)
+        self.layers: list[Layer] = []
+        self.floats = {model.graph.input[0].name}  # float tensors before the first quantizer
+
+    def shape(self, name):
+        s = self.model.get_tensor_shape(name)
+        if s is None or any((not isinstance(d, int)) or d <= 0 for d in s):
+            raise SpecError(f"tensor '{name}' has no static shape after shape inference; export "
+                            "with a fixed input shape")
+        return tuple(s)
+
+    def attr(self, node, name, default=None):
+        from onnx import helper
+        for a in node.attribute:
+            if a.name == name:
+                v = helper.get_attribute_value(a)
+                return v.decode() if isinstance(v, bytes) else v
+        return default
+
+    def init(self, name, node, what):
+        value = self.model.get_initializer(name)
+        if value is None:
+            raise SpecError(f"node {_label(node)} ({node.op_type}): {what} '{name}' is not a "
+                            "constant; forma needs constant quantizer parameters")
+        v = np.asarray(value, dtype=np.float64)
+        if not np.all(np.isfinite(v)):
+            raise SpecError(f"node {_label(node)} ({node.op_type}): {what} contains NaN or "
+                            "infinity; re-export the model")
+        return v
+
+    def data(self, name, node):
+        """QTensor of a datapath input; errors for float tensors and unquantized constants."""
+        if name in self.tensors:
+            return self.tensors[name]
+        if name in self.consts or self.model.get_initializer(name) is not None:
+            raise SpecError(f"node {_label(node)} ({node.op_type}): constant '{name}' is used as "
+                            "data; forma maps constants only as weights and biases")
+        raise SpecError(f"node {_label(node)} ({node.op_type}): input '{name}' is a float "
+                        "(non-quantized) tensor on the datapath; put a quantizer (Quant) before it")
+
+    def weight(self, name, node):
+        """(codes, format, values) of a quantized constant input."""
+        if name in self.consts:
+            return self.consts[name]
+        if self.model.get_initializer(name) is not None:
+            raise SpecError(f"node {_label(node)} ({node.op_type}): weight '{name}' is a float "
+                            "constant without a quantizer; quantize weights (Quant/FloatQuant)")
+        raise SpecError(f"node {_label(node)} ({node.op_type}): weight '{name}' is not a constant "
+                        "(it is computed at run time); forma needs constant weights")
+
+    def emit(self, kind, node, inputs, fmt, scale=1.0, **kw):
+        out = QTensor(node.output[0], self.shape(node.output[0]), fmt, scale)
+        self.tensors[out.name] = out
+        self.layers.append(Layer(kind, node.name, tuple(inputs), out, **kw))
+        return out
+
+    # --- quantizers
+    def quant(self, node):
+        x = node.input[0]
+        const = self.model.get_initializer(x)
+        scale = self.init(node.input[1], node, "scale")
+        zero = self.init(node.input[2], node, "zero point")
+        if np.any(zero != 0):
+            raise SpecError(f"node {_label(node)} (Quant): zero point {zero.ravel()[:4]} is not 0; "
+                            "forma maps symmetric quantizers only (zero_point=0)")
+        if np.any(scale <= 0):
+            raise SpecError(f"node {_label(node)} (Quant): scale must be positive")
+        bits = self.init(node.input[3], node, "bit width")
+        signed, narrow = int(self.attr(node, "signed", 1)), int(self.attr(node, "narrow", 0))
+        mode = self.attr(node, "rounding_mode", "ROUND")
+        if const is not None:
+            return self.const_quant(node, np.asarray(const, np.float64), scale, float(bits.ravel()[0]),
+                                    signed, narrow, mode)
+        src = self.quant_source(node)
+        k = pow2_exponent(scale)
+        if k is not None:
+            fmt = int_quant_format(float(bits.ravel()[0]), signed, narrow, k, mode, _label(node))
+            return self.emit("quant", node, [src], fmt, requant=self.shift_requant(src, fmt, mode))
+        if scale.size != 1:
+            raise SpecError(f"node {_label(node)} (Quant): per-channel scales that are not one "
+                            "power of two have no exact hardware form; use a per-tensor "
+                            "power-of-two scale (Brevitas *FixedPoint quantizers)")
+        fmt = FixedFormat(int(bits.ravel()[0]), int(bits.ravel()[0]), bool(signed),
+                          quant=_AP_QUANT_OF.get(qonnx_rounding(mode), "RND_CONV"),
+                          overflow="SAT_SYM" if narrow else "SAT")
+        return self.emit("quant", node, [src], fmt, scale=float(np.float32(scale.ravel()[0])),
+                         requant=dyadic_requant(src, float(np.float32(scale.ravel()[0])), fmt,
+                                                mode, _label(node)))
+
+    def quant_source(self, node):
+        name = node.input[0]
+        if name in self.floats:
+            return None
+        return self.data(name, node)
+
+    def shift_requant(self, src, fmt, mode):
+        if src is None:
+            return Requant("shift", 0, 1, qonnx_rounding(mode), True)
+        f_in = exact_fixed(src.format)
+        return Requant("shift", f_in.frac_bits - fmt.frac_bits, 1, qonnx_rounding(mode), True)
+
+    def const_quant(self, node, value, scale, bits, signed, narrow, mode):
+        from_qonnx_intquant(bits, signed, narrow)
+        exps = [pow2_exponent(v) for v in scale.ravel()]
+        if None in exps:
+            raise SpecError(f"node {_label(node)} (Quant): weight scale {scale.ravel()[:3]} is not "
+                            "a power of two; QONNX then computes in float32 with no exact integer "
+                            "form; use power-of-two weight quantizers (Brevitas "
+                            "Int8WeightPerTensorFixedPoint)")
+        exps = np.array(exps).reshape(scale.shape)
+        kmin = int(np.min(exps))
+        lo = -(2 ** (int(bits) - 1)) + narrow if signed else 0
+        hi = 2 ** (int(bits) - 1) - 1 if signed else 2 ** int(bits) - 1 - narrow
+        codes_int = np.clip(_round(value / scale, qonnx_rounding(mode)), lo, hi)
+        values = codes_int * scale
+        raw = (codes_int * 2.0 ** (exps - kmin)).astype(np.int64)
+        extra = int(np.max(exps) - kmin)
+        if extra == 0:
+            fmt = int_quant_format(bits, signed, narrow, kmin, mode, _label(node))
+        else:  # per-channel power-of-two scales: one common LSB, wider codes
+            fmt = FixedFormat(int(bits) + extra, int(bits) + extra + kmin, bool(signed))
+        self.consts[node.output[0]] = (fmt.from_raw(raw), fmt, values)
+
+    def float_quant(self, node):
+        names = ["scale", "exponent bit width", "mantissa bit width", "exponent bias", "max value"]
+        scale, e, m, bias, max_val = (self.init(n, node, w) for n, w in zip(node.input[1:], names))
+        if np.any(scale != 1.0):
+            raise SpecError(f"node {_label(node)} (FloatQuant): scale {scale.ravel()[:3]} is not "
+                            "1; forma maps unscaled minifloats (Brevitas Fp8e4m3OCP* quantizers)")
+        fmt = from_qonnx_floatquant(float(e.ravel()[0]), float(m.ravel()[0]),
+                                    float(bias.ravel()[0]), float(max_val.ravel()[0]),
+                                    bool(self.attr(node, "has_inf", 0)),
+                                    bool(self.attr(node, "has_nan", 0)))
+        rounding = qonnx_rounding(self.attr(node, "rounding_mode", "ROUND"))
+        saturate = bool(self.attr(node, "saturation", 1))
+        const = self.model.get_initializer(node.input[0])
+        if const is not None:
+            codes = fmt.encode(np.asarray(const, np.float64), rounding=rounding, saturate=saturate)
+            self.consts[node.output[0]] = (codes, fmt, fmt.decode(codes))
+            return None
+        src = self.quant_source(node)
+        return self.emit("quant", node, [src], fmt,
+                         requant=Requant("minifloat", rounding=rounding, saturate=saturate))
+
+    # --- compute
+    def matmul(self, node):
+        x = self.data(node.input[0], node)
+        codes, wfmt, w = self.weight(node.input[1], node)
+        if w.ndim != 2:
+            raise SpecError(f"node {_label(node)} (MatMul): weight of rank {w.ndim}; forma maps "
+                            "2-D weights [in, out]")
+        acc = accumulator(x, w, wfmt, None, None)
+        return self.emit("dense", node, [x], acc, weight=codes, weight_format=wfmt)
+
+    def conv(self, node):
+        x = self.data(node.input[0], node)
+        codes, wfmt, w = self.weight(node.input[1], node)
+        if w.ndim != 4:  # channels-last: [out, kh, kw, in]
+            raise SpecError(f"node {_label(node)} (Conv): {w.ndim - 2}-D convolution; forma maps "
+                            "2-D convolutions (1-D: use a 1xK kernel)")
+        if int(self.attr(node, "group", 1)) != 1 or any(d != 1 for d in self.attr(
+                node, "dilations", [1, 1])):
+            raise SpecError(f"node {_label(node)} (Conv): groups/dilations other than 1 are not "
+                            "supported")
+        bias = self.weight(node.input[2], node) if len(node.input) > 2 and node.input[2] else None
+        acc = accumulator(x, w.reshape(w.shape[0], -1).T, wfmt, *(bias[1:] if bias else (None, None)))
+        attrs = dict(kernel_shape=tuple(w.shape[1:3]), strides=tuple(self.attr(node, "strides", [1, 1])),
+                     pads=tuple(self.attr(node, "pads", [0, 0, 0, 0])))
+        return self.emit("conv2d", node, [x], acc, weight=codes, weight_format=wfmt,
+                         bias=bias[0] if bias else None, bias_format=bias[1] if bias else None,
+                         attrs=attrs)
+
+    def add(self, node):
+        a, b = node.input[:2]
+        const = [n for n in (a, b) if n in self.consts or self.model.get_initializer(n) is not None]
+        if const:
+            data_name = b if const[0] == a else a
+            codes, bfmt, bias = self.weight(const[0], node)
+            prev = self.layers[-1] if self.layers else None
+            if (prev is None or prev.kind != "dense" or prev.output.name != data_name
+                    or prev.bias is not None or bias.size != prev.output.shape[-1]):
+                raise SpecError(f"node {_label(node)} (Add): a constant is added to '{data_name}', "
+                                "which is not a dense layer's output; forma maps constant adds "
+                                "only as a MatMul bias")
+            x = prev.inputs[0]
+            _, _, w = self.consts[self.model.find_producer(data_name).input[1]]
+            acc = accumulator(x, w, prev.weight_format, bfmt, bias.ravel())
+            self.layers.pop()
+            del self.tensors[data_name]
+            out = QTensor(node.output[0], self.shape(node.output[0]), acc)
+            self.tensors[out.name] = out
+            self.layers.append(Layer("dense", prev.name, prev.inputs, out, weight=prev.weight,
+                                     weight_format=prev.weight_format, bias=codes.ravel(),
+                                     bias_format=bfmt, attrs=dict(bias_node=node.name)))
+            return out
+        x, y = self.data(a, node), self.data(b, node)
+        if x.scale != 1.0 or y.scale != 1.0:
+            raise SpecError(f"node {_label(node)} (Add): an input has a non-power-of-two scale; "
+                            "QONNX adds in float32 with no exact integer form")
+        fx, fy = exact_fixed(x.format), exact_fixed(y.format)
+        (lx, hx), (ly, hy) = value_range(x), value_range(y)
+        fmt = range_format(lx + ly, hx + hy, max(fx.frac_bits, fy.frac_bits))
+        return self.emit("add", node, [x, y], fmt)
+
+    def relu(self, node):
+        x = self.data(node.input[0], node)
+        return self.emit("relu", node, [x], x.format, x.scale)
+
+    def maxpool(self, node):
+        x = self.data(node.input[0], node)
+        attrs = dict(kernel_shape=tuple(self.attr(node, "kernel_shape")),
+                     strides=tuple(self.attr(node, "strides", self.attr(node, "kernel_shape"))),
+                     pads=tuple(self.attr(node, "pads", [0, 0, 0, 0])))
+        if any(attrs["pads"]) and not isinstance(x.format, FixedFormat):
+            raise SpecError(f"node {_label(node)} (MaxPool): padding needs a fixed-point input")
+        return self.emit("maxpool2d", node, [x], x.format, x.scale, attrs=attrs)
+
+    def global_avgpool(self, node):
+        x = self.data(node.input[0], node)
+        count = int(np.prod(x.shape[1:-1]))
+        k = pow2_exponent(count)
+        if k is None or x.scale != 1.0:
+            raise SpecError(f"node {_label(node)} (GlobalAveragePool): dividing by {count} "
+                            "positions is exact only for a power-of-two count; use a power-of-two "
+                            "spatial size or MaxPool")
+        f = exact_fixed(x.format)
+        lo, hi = value_range(x)
+        fmt = range_format(lo, hi, f.frac_bits + k)
+        return self.emit("global_avgpool", node, [x], fmt, attrs=dict(count=count))
+
+    def scale_by_constant(self, node):
+        a, b = node.input[:2]
+        c = self.model.get_initializer(b)
+        if c is None:
+            raise SpecError(f"node {_label(node)} ({node.op_type}): both inputs are data; forma "
+                            "multiplies/divides by constant scales only")
+        k = pow2_exponent(c)
+        if k is None:
+            raise SpecError(f"node {_label(node)} ({node.op_type}): constant {np.ravel(c)[:3]} is "
+                            "not one power of two; fold non-power-of-two scales into a quantizer")
+        k = -k if node.op_type == "Div" else k
+        x = self.data(a, node)
+        f = exact_fixed(x.format)
+        if f.frac_bits - k < f.bits - 64 or f.int_bits + k > f.bits:
+            raise SpecError(f"node {_label(node)} ({node.op_type}): scaling by 2**{k} leaves "
+                            "the fixed-point range")
+        fmt = FixedFormat(f.bits, f.int_bits + k, f.signed)
+        return self.emit("shift", node, [x], fmt, attrs=dict(shift=k))
+
+    def layout(self, node):
+        name = node.input[0]
+        if name in self.floats:  # a layout change of the float graph input
+            self.floats.add(node.output[0])
+            return None
+        if name in self.consts and node.op_type == "Transpose":  # a quantized weight, transposed
+            perm = self.attr(node, "perm")
+            codes, fmt, values = self.consts[name]
+            self.consts[node.output[0]] = (codes.transpose(perm), fmt, values.transpose(perm))
+            return None
+        x = self.data(name, node)
+        if node.op_type == "Transpose":
+            return self.emit("transpose", node, [x], x.format, x.scale,
+                             attrs=dict(perm=tuple(self.attr(node, "perm"))))
+        return self.emit("reshape", node, [x], x.format, x.scale)
+
+    def run(self):
+        handlers = {"Quant": self.quant, "IntQuant": self.quant, "FloatQuant": self.float_quant,
+                    "MatMul": self.matmul, "Conv": self.conv, "Add": self.add, "Relu": self.relu,
+                    "MaxPool": self.maxpool, "GlobalAveragePool": self.global_avgpool,
+                    "Mul": self.scale_by_constant, "Div": self.scale_by_constant,
+                    **{op: self.layout for op in LAYOUT_OPS}}
+        for node in self.model.graph.node:
+            if node.op_type not in handlers:
+                raise SpecError(f"node {_label(node)}: op {node.op_type} is not supported; "
+                                f"supported ops: {', '.join(SUPPORTED_OPS)}")
+            handlers[node.op_type](node)
+        out = self.model.graph.output[0].name
+        if out not in self.tensors:
+            raise SpecError(f"the graph output '{out}' is not a quantized tensor; end the model "
+                            "with a quantizer")
+        for layer in self.layers:
+            for x in layer.inputs:
+                if x is not None and x.scale != 1.0 and layer.kind in ("dense", "conv2d"):
+                    raise SpecError(f"node '{layer.name}': input '{x.name}' has the non-power-of-"
+                                    f"two scale {x.scale}; QONNX computes this layer in float32 "
+                                    "with no exact integer form; use power-of-two scale "
+                                    "quantizers (Brevitas *FixedPoint)")
+        return self.tensors[out]
+
+
+def _round(x, rounding):
+    """Round float64 values to integers with a forma rounding name (QONNX's set)."""
+    fns = {"rne": np.round, "floor": np.floor, "ceil": np.ceil, "trunc": np.trunc,
+           "away": lambda v: np.sign(v) * np.ceil(np.abs(v)),
+           "half_away": lambda v: np.sign(v) * np.floor(np.abs(v) + 0.5),
+           "half_zero": lambda v: np.sign(v) * np.ceil(np.abs(v) - 0.5)}
+    return fns[rounding](x)
+
+
+def accumulator(x: QTensor, w: np.ndarray, wfmt, bfmt, bias) -> FixedFormat:
+    """Exact accumulator format of sum_i x_i * w[i, j] (+ bias_j) for any x in x's range.
+
+    The fraction bits are those of the exact products (and bias); the integer bits come from the
+    largest possible sum for the actual weights, so no input can overflow it.
+    """
+    fx, fw = exact_fixed(x.format), exact_fixed(wfmt)
+    lo, hi = value_range(x)
+    frac = fx.frac_bits + fw.frac_bits
+    top = np.sum(np.maximum(w * lo, w * hi), axis=0)
+    bot = np.sum(np.minimum(w * lo, w * hi), axis=0)
+    if bias is not None:
+        frac = max(frac, exact_fixed(bfmt).frac_bits)
+        top, bot = top + bias, bot + bias
+    return range_format(float(np.min(bot)), float(np.max(top)), frac)
+
+
+def dyadic_requant(src: QTensor, scale: float, fmt: FixedFormat, mode, node) -> Requant:
+    """Integer multiply + shift that reproduces QONNX's float32 `round(x / scale)` for every x.
+
+    Checked exhaustively over the input's raw range (at most 2**24 values); SpecError if no
+    multiplier of at most 32 bits matches.
+    """
+    rounding = qonnx_rounding(mode)
+    if src is None:
+        raise SpecError(f"node {node} (Quant): the input quantizer has the non-power-of-two "
+                        f"scale {scale}; use a power-of-two input scale")
+    f = exact_fixed(src.format)
+    lo, hi = value_range(src)
+    raw = np.arange(int(round(lo * 2.0 ** f.frac_bits)), int(round(hi * 2.0 ** f.frac_bits)) + 1,
+                    dtype=np.int64)
+    if raw.size > 1 << 24 or f.bits > FLOAT32_SIGNIFICAND:
+        raise SpecError(f"node {node} (Quant): the non-power-of-two scale {scale} follows a "
+                        f"{f.bits}-bit accumulator, too wide to prove a dyadic requantization "
+                        "exact; use a power-of-two scale quantizer")
+    x32 = (raw.astype(np.float64) * 2.0 ** -f.frac_bits).astype(np.float32)
+    want = np.clip(_round((x32 / np.float32(scale)).astype(np.float64), rounding),
+                   fmt.raw_min, fmt.raw_max).astype(np.int64)
+    for shift in range(f.frac_bits, f.frac_bits + 48):
+        mult = int(round(2.0 ** (shift - f.frac_bits) / scale))
+        if mult.bit_length() > 32:
+            break
+        got = np.clip(_round(raw.astype(np.float64) * mult / 2.0 ** shift, rounding),
+                      fmt.raw_min, fmt.raw_max)
+        if np.array_equal(got, want):
+            return Requant("dyadic", shift, mult, rounding, True)
+    raise SpecError(f"node {node} (Quant): no integer multiply + shift reproduces QONNX's "
+                    f"float32 division by the scale {scale}; use a power-of-two scale quantizer")
+
+
+def import_qonnx(model) -> Network:
+    """Clean a QONNX model (path, ModelProto or ModelWrapper) and map it onto a layer list.
+
+    Raises SpecError/FormaError naming the node and the reason for anything forma cannot map
+    exactly (unsupported op, non-constant weight, float datapath tensor, dynamic shape).
+    """
+    source = load_model(model)
+    cleaned = clean(source.model.__deepcopy__())
+    walk = _Walk(cleaned)
+    out = walk.run()
+    name = cleaned.graph.input[0].name
+    return Network(cleaned, source, walk.layers, name, tuple(cleaned.get_tensor_shape(name)), out)
+
+
+# --- the reference --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _ir_version_cap(cap=10):
+    """qonnx 1.0 on onnx 1.23 writes IR 14 node models that onnxruntime rejects: cap the version."""
+    import qonnx.util.basic as basic
+    original = basic.qonnx_make_model
+
+    def capped(*args, **kwargs):
+        made = original(*args, **kwargs)
+        made.ir_version = min(made.ir_version, cap)
+        return made
+
+    patched = [m for m in list(sys.modules.values()) if m is not None and
+               getattr(m, "__name__", "").startswith("qonnx") and
+               getattr(m, "qonnx_make_model", None) is original]
+    for module in patched:
+        module.qonnx_make_model = capped
+    try:
+        yield
+    finally:
+        for module in patched:
+            module.qonnx_make_model = original
+
+
+def execute_onnx(model, x) -> np.ndarray:
+    """QONNX's own execution (float32) of a model as exported (path, proto or wrapper), on a batch.
+
+    The model gets QONNX cleanup only (no layout change). `x` has shape (N, *input_shape[1:]) or
+    (N, prod(input_shape)); the result is (N, *output_shape[1:]) float32 in the model's output
+    scale: the reference both backends are compared against.
+    """
+    import qonnx.core.onnx_exec as oxe
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    model = clean(model, channels_last=False)
+    name = model.graph.input[0].name
+    shape = model.get_tensor_shape(name)
+    x = np.asarray(x, dtype=np.float32).reshape(-1, *shape[1:])
+    batch = ModelWrapper(model.model.__deepcopy__()).transform(ChangeBatchSize(len(x)))
+    batch = batch.transform(InferShapes())
+    with _ir_version_cap():
+        out = oxe.execute_onnx(batch, {name: x})
+    return np.asarray(out[batch.graph.output[0].name], dtype=np.float32)

@@ -1,0 +1,182 @@
+"""QONNX front end: the example models map onto exact layer lists; bad models fail before any build."""
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from forma.errors import FormaError, SpecError
+from forma.generators.qonnx_import import execute_onnx, import_qonnx
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+MODELS = ["digits_mlp", "digits_cnn", "digits_fp8"]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = np.load(EXAMPLES / "digits_test.npz")
+    return data["x"], data["y"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_example_models_import_and_reach_their_accuracy(name, digits):
+    """Every example imports; QONNX's own execution classifies the digits test set well."""
+    net = import_qonnx(EXAMPLES / f"{name}.onnx")
+    assert net.layers[0].kind == "quant" and net.layers[0].inputs == (None,)
+    assert net.output.name == net.layers[-1].output.name
+    x, y = digits
+    out = execute_onnx(net.source, x)
+    assert out.shape == (len(x), 10)
+    assert np.mean(out.argmax(1) == y) > 0.9
+
+
+def test_mlp_layer_list_has_mixed_precision_and_exact_accumulators(digits):
+    """W4A8 then W2A4: weights as integer codes with their formats; accumulators never overflow."""
+    net = import_qonnx(EXAMPLES / "digits_mlp.onnx")
+    dense = [l for l in net.layers if l.kind == "dense"]
+    assert [l.weight_format.bits for l in dense] == [4, 2, 4]
+    quants = [l.output.format for l in net.layers if l.kind == "quant"]
+    assert [(f.bits, f.signed) for f in quants] == [(5, False), (8, False), (4, False), (8, True)]
+    x = digits[0].astype(np.float64)
+    for layer in dense[:1]:
+        w = layer.weight_format.decode(layer.weight)
+        acc = x @ w + layer.bias_format.decode(layer.bias)
+        assert layer.output.format.min_value <= acc.min() and acc.max() <= layer.output.format.max_value
+        assert np.all(acc * 2.0 ** layer.output.format.frac_bits % 1 == 0)  # on the accumulator grid
+    shifts = [l.requant for l in net.layers if l.kind == "quant"]
+    assert all(r.kind == "shift" and r.multiplier == 1 for r in shifts)
+
+
+def test_fp8_weights_keep_their_minifloat_format():
+    """QONNX's cleanup would fold FloatQuant weights into float32; the importer keeps E4M3."""
+    net = import_qonnx(EXAMPLES / "digits_fp8.onnx")
+    dense = [l for l in net.layers if l.kind == "dense"]
+    assert [l.weight_format.name for l in dense] == ["float8_e4m3fn"] * 2
+    assert [l.requant.kind for l in net.layers if l.kind == "quant"][1:] == ["minifloat"] * 2
+
+
+def test_cnn_maps_conv_pool_flatten(digits):
+    net = import_qonnx(EXAMPLES / "digits_cnn.onnx")
+    kinds = [l.kind for l in net.layers if l.kind != "quant"]
+    assert kinds == ["conv2d", "relu", "maxpool2d", "conv2d", "relu", "maxpool2d", "reshape", "dense"]
+    conv = next(l for l in net.layers if l.kind == "conv2d")
+    assert conv.attrs["kernel_shape"] == (3, 3) and conv.weight.shape == (8, 3, 3, 1)
+
+
+# --- bad inputs: one sentence naming the node and the reason ------------------------------
+def _graph(nodes, inits, in_shape=(1, 4), out_shape=(1, 2), in_name="x", out_name="y"):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, list(out_shape))],
+        [helper.make_tensor(k, TensorProto.FLOAT, np.shape(v), np.ravel(v).tolist())
+         for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model
+
+
+def _quant(name, src, dst, scale, bits, signed=1, narrow=0):
+    inits = {f"{name}_s": np.float32(scale), f"{name}_z": np.float32(0), f"{name}_b": np.float32(bits)}
+    node = helper.make_node("Quant", [src, f"{name}_s", f"{name}_z", f"{name}_b"], [dst], name=name,
+                            domain="qonnx.custom_op.general", signed=signed, narrow=narrow,
+                            rounding_mode="ROUND")
+    return node, inits
+
+
+def _mlp(weight_quantized=True, weight_scale=0.25, op="MatMul", act_quant=True, in_scale=0.125):
+    qi, ii = _quant("qin", "x", "xq", in_scale, 8)
+    qo, io = _quant("qout", "mm", "y", 0.25, 8)
+    w = np.arange(8, dtype=np.float32).reshape(4, 2) / 4 - 1
+    nodes, inits = [qi], {**ii, **io, "w": w}
+    if weight_quantized:
+        qw, iw = _quant("qw", "w", "wq", weight_scale, 4, narrow=1)
+        nodes.append(qw)
+        inits.update(iw)
+    nodes.append(helper.make_node(op, ["xq" if act_quant else "x",
+                                       "wq" if weight_quantized else "w"], ["mm"], name="mm"))
+    nodes.append(qo)
+    return _graph(nodes, inits)
+
+
+def _unknown_op():
+    qi, ii = _quant("qin", "x", "xq", 0.125, 8)
+    qo, io = _quant("qout", "sm", "y", 0.25, 8)
+    return _graph([qi, helper.make_node("Softmax", ["xq"], ["sm"], name="sm"), qo], {**ii, **io},
+                  out_shape=(1, 4))
+
+
+def test_hand_built_mlp_is_exact_and_matches_qonnx():
+    model = _mlp()
+    net = import_qonnx(model)
+    assert [l.kind for l in net.layers] == ["quant", "dense", "quant"]
+    x = np.random.default_rng(1).integers(-128, 128, (64, 4)) / 8
+    out = execute_onnx(model, x)
+    w = net.layers[1].weight_format.decode(net.layers[1].weight)
+    acc = np.clip(x, -16, 15.875) @ w
+    assert np.array_equal(out, np.clip(np.round(acc / 0.25), -128, 127) * 0.25)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: _mlp(weight_quantized=False), "(MatMul).*is a float constant without a quantizer"),
+    (lambda: _unknown_op(), "op Softmax is not supported; supported ops: Quant"),
+    (lambda: _mlp(act_quant=False), r"is a float \(non-quantized\) tensor on the datapath"),
+    (lambda: _mlp(weight_scale=float("nan")), "contains NaN or infinity"),
+    (lambda: _mlp(weight_scale=0.3), "is not a power of two"),
+])
+def test_bad_models_fail_with_the_node_and_the_reason(build, message):
+    with pytest.raises(SpecError, match=message) as info:
+        import_qonnx(build())
+    assert "\n" not in str(info.value) and "node '" in str(info.value)
+
+
+def test_non_constant_weight_is_refused():
+    qa, ia = _quant("qa", "x", "a", 0.125, 8)
+    qb, ib = _quant("qb", "x", "b", 0.125, 8)
+    mm = helper.make_node("MatMul", ["a", "b"], ["y"], name="mm")
+    model = _graph([qa, qb, mm], {**ia, **ib}, in_shape=(4, 4), out_shape=(4, 4))
+    with pytest.raises(SpecError, match=r"node 'MatMul_0' \('mm'\) \(MatMul\): weight .* is not a "
+                                        "constant"):
+        import_qonnx(model)
+
+
+def test_truncated_and_dynamic_models_are_refused(tmp_path):
+    data = (EXAMPLES / "digits_mlp.onnx").read_bytes()
+    bad = tmp_path / "truncated.onnx"
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(FormaError, match="is not a readable ONNX model"):
+        import_qonnx(bad)
+    with pytest.raises(FormaError, match="does not exist"):
+        import_qonnx(tmp_path / "missing.onnx")
+    model = _mlp()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    with pytest.raises(SpecError, match="dynamic shape"):
+        import_qonnx(model)
+
+
+def test_dyadic_requantization_reproduces_qonnx_float32():
+    """A non-power-of-two output scale becomes an integer multiply + shift equal to QONNX's."""
+    model = _mlp()
+    for init in model.graph.initializer:
+        if init.name == "qout_s":
+            init.float_data[:] = [0.1]
+    net = import_qonnx(model)
+    rq = net.layers[-1].requant
+    assert rq.kind == "dyadic" and rq.multiplier > 1
+    assert net.output.scale == pytest.approx(0.1)
+    x = np.random.default_rng(2).integers(-128, 128, (256, 4)) / 8
+    acc_fmt = net.layers[1].output.format
+    w = net.layers[1].weight_format.decode(net.layers[1].weight)
+    raw = np.round(np.clip(x, -16, 15.875) @ w * 2.0 ** acc_fmt.frac_bits).astype(np.int64)
+    codes = np.clip(np.round(raw * rq.multiplier / 2.0 ** rq.shift), -128, 127)
+    assert np.array_equal(execute_onnx(model, x), (codes * np.float32(0.1)).astype(np.float32))
+
+
+def test_scale_without_an_exact_dyadic_form_is_refused():
+    """x / 0.75 in float32 rounds exact ties to even; no single multiply + shift does that."""
+    model = _mlp()
+    for init in model.graph.initializer:
+        if init.name == "qout_s":
+            init.float_data[:] = [0.75]
+    with pytest.raises(SpecError, match="no integer multiply \\+ shift reproduces QONNX"):
+        import_qonnx(model)
