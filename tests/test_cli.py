@@ -28,7 +28,7 @@ def test_generate_is_byte_identical_across_runs(tmp_path):
     (["generate", "mac", "a=int8", "w=int0"], "w=int0: integer width (0) must be in [1, 64]"),
     (["generate", "mac", "a=int8", "w=int8", "acc=int8"], "acc=int8 is narrower than the product"),
     (["generate", "mac", "a=int8", "stages=-1"], "stages=-1: pipeline depth must be 1..8"),
-    (["generate", "conv", "a=int8"], "unknown design kind 'conv'; known kinds: mac"),
+    (["generate", "conv", "a=int8"], "unknown design kind 'conv'; known kinds: "),
     (["synth", "--board", "de10-nano", "mac"], "unknown board 'de10-nano'; known boards: ulx3s-85f"),
 ])
 def test_bad_input_is_one_sentence_and_leaves_outputs_alone(tmp_path, words, message):
