@@ -8,6 +8,7 @@ from typing import Callable
 from amaranth.back import verilog
 
 from ..errors import SpecError
+from ..hdl.array import SystolicArray
 from ..hdl.mac import IntegerMAC
 from .spec import DesignSpec, parse_spec
 
@@ -28,6 +29,14 @@ def _build_mac(params):
                       stages=_int_param(params, "stages", 1))
 
 
+def _build_array(params):
+    return SystolicArray(params.get("a", "int8"), params.get("w", "int8"), params.get("acc"),
+                         rows=_int_param(params, "rows", 4), cols=_int_param(params, "cols", 4),
+                         length=_int_param(params, "length", 1024),
+                         dataflow=params.get("dataflow", "ws"),
+                         packing=params.get("packing", "auto"))
+
+
 @dataclass(frozen=True)
 class DesignKind:
     keys: tuple
@@ -41,6 +50,12 @@ KINDS = {
                       "integer multiply-accumulate PE (a, w: int/uint formats; acc: exact "
                       "for `length` sums when omitted; stages: pipeline depth)",
                       "forma.sim.tb_mac"),
+    "array": DesignKind(("rows", "cols", "a", "w", "acc", "length", "dataflow", "packing"),
+                        _build_array,
+                        "systolic array of integer MACs (rows, cols; a, w: int/uint formats; "
+                        "acc: exact for `length` sums when omitted; dataflow: ws or os; "
+                        "packing: auto, off or products per multiplier)",
+                        "forma.sim.tb_array"),
 }
 
 DEFAULT_DESIGN = "mac a=int8 w=int8 stages=2"
