@@ -144,7 +144,7 @@ def _backend_args(p, board_default):
                    help="hls4ml io type (default io_parallel)")
 
 
-BENCHES = {"reference": "forma.sim.bench_reference"}
+BENCHES = {"reference": "forma.sim.bench_reference", "array": "forma.sim.bench_array"}
 
 
 def cmd_bench(args):
