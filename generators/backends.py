@@ -43,15 +43,10 @@ class ExportOptions:
 
 
 def backend_module(name: str):
-    """The module implementing backend `name` (FormaError if unknown or not available)."""
+    """The module implementing backend `name` (FormaError if unknown)."""
     if name not in BACKEND_MODULES:
         raise FormaError(f"unknown backend '{name}'; use one of {', '.join(BACKEND_MODULES)}")
-    try:
-        return importlib.import_module(f"forma.generators.{BACKEND_MODULES[name]}")
-    except ModuleNotFoundError as error:
-        if error.name != f"forma.generators.{BACKEND_MODULES[name]}":
-            raise
-        raise FormaError(f"the {name} backend is not available yet; use --backend hls4ml") from None
+    return importlib.import_module(f"forma.generators.{BACKEND_MODULES[name]}")
 
 
 def load_inputs(path) -> tuple[np.ndarray, np.ndarray | None]:

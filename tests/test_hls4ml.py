@@ -88,14 +88,3 @@ def test_fp8_model_is_refused_with_the_reason():
 def test_bad_boards_are_refused(board, message):
     with pytest.raises(SpecError, match=message):
         hb.export(EXAMPLES / "digits_mlp.onnx", ExportOptions(board=board))
-
-
-def test_native_backend_dispatch_is_clear_when_absent(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "forma.cli", "export",
-                           str(EXAMPLES / "digits_mlp.onnx"), "--backend", "native",
-                           "--out", str(tmp_path)], capture_output=True, text=True)
-    try:
-        import forma.generators.native  # noqa: F401
-    except ImportError:
-        assert done.returncode == 2
-        assert "the native backend is not available yet" in done.stderr
