@@ -224,5 +224,10 @@ def _markdown(r: dict) -> str:
     lines += [f"| {h['name']} | {h['kind']} | {h.get('result_t', '')} | {h.get('accum_t', '')} | "
               f"{h.get('weight_t', '')} | {h.get('bias_t', '')} |" for h in r["hls_layers"]]
     if r["estimate"]:
-        lines += ["", "## Native Yosys estimate", "", "```", str(r["estimate"]), "```"]
+        e = r["estimate"]
+        lines += ["", "## forma native backend, same network (Yosys synth_xilinx estimate)", "",
+                  "| lanes per layer | II (cycles) | LUTs | FFs | DSPs | BRAMs |",
+                  "|---|---:|---:|---:|---:|---:|",
+                  f"| {e.get('lanes')} | {e.get('model_ii_cycles')} | {e.get('luts')} | "
+                  f"{e.get('ffs')} | {e.get('dsps')} | {e.get('brams')} |"]
     return "\n".join(lines) + "\n"
