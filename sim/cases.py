@@ -93,7 +93,7 @@ class Case:
         family = "float" if family in ("int", "fixed") else family
         cls = _pe_class(self.op, family)
         if self.op == "convert":
-            return cls(self.formats[0], self.out, stages=self.stages, saturate=self.saturate)
+            return cls(self.formats[0], self.out, stages=self.stages, saturate=self.saturate or None)
         if family == "posit":
             if len(set(self.formats)) > 1 or self.out != self.formats[0]:
                 raise SpecError(f"posit {self.op} takes one format for operands and result")
@@ -129,7 +129,7 @@ class Case:
         """The reference's result codes for these operands (one exact rounding)."""
         a = operands[0]
         if self.op == "convert":
-            return convert(a, self.formats[0], self.out, saturate=self.saturate or None)
+            return self._convert(a)
         same = len(set(self.formats)) == 1 and self.out == self.formats[0]
         if self.op == "mul" and not same:
             return dot(a[:, None], operands[1][:, None], *self.formats, self.out)
@@ -137,6 +137,20 @@ class Case:
             raise SpecError(f"{self.op} with mixed formats has no reference rule yet; "
                             f"use one format for operands and result")
         return getattr(self.formats[0], self.op)(*operands)
+
+    def _convert(self, codes):
+        """convert(), except that a NaN or infinity the destination cannot encode (e.g. NaN to
+        int8) gives code 0: the converter hardware's documented rule where the reference raises."""
+        src, saturate = self.formats[0], self.saturate or None
+        special = ~np.isfinite(src.decode(codes))
+        out = np.zeros(len(codes), dtype=np.uint64)
+        out[~special] = convert(codes[~special], src, self.out, saturate=saturate)
+        for index in np.flatnonzero(special):
+            try:
+                out[index] = convert(codes[index:index + 1], src, self.out, saturate=saturate)[0]
+            except ValueError:
+                out[index] = 0
+        return out
 
     def pack(self, operands):
         """Packed input payloads: a in the low bits, then b, then c."""

@@ -55,3 +55,9 @@ def test_random_runs_start_with_every_corner_pair_and_are_seeded():
     assert set(first[0][:len(corners) ** 2].tolist()) == set(corners.tolist())
     assert all(np.array_equal(x, y) for x, y in zip(first, case.random(5000, seed=7)))
     assert not np.array_equal(first[0], case.random(5000, seed=8)[0])
+
+
+def test_convert_reference_gives_zero_where_the_destination_has_no_encoding():
+    case = Case.parse("convert", ["float8_e5m2", "int8"])
+    codes = np.array([0x7C, 0x7E, 0x3C, 0xBC], dtype=np.uint64)  # +inf, NaN, 1.0, -1.0 (int8 wraps)
+    assert case.reference([codes]).tolist() == [0, 0, 1, 255]
