@@ -9,8 +9,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import SpecError
 from ..sim.formats.integer import FixedFormat
-from .float_units import round_increment, signed_bits
-from .unpacked import rounding_layout, unpacked_layout
+from .float_units import UnpackedDecoder, round_increment
+from .unpacked import rounding_layout
 
 
 def check_fixed(fmt, role):
@@ -19,21 +19,15 @@ def check_fixed(fmt, role):
     return fmt
 
 
-class FixedDecoder(wiring.Component):
+class FixedDecoder(UnpackedDecoder):
     """Combinational: `code` (W-bit raw) -> `value` = (-1)**sign * sig * 2**-F exactly.
 
     sig is the W-bit magnitude |raw| (the most negative raw gives 2**(W-1)); zero is raw == 0.
     """
 
     def __init__(self, fmt):
-        self.format = check_fixed(fmt, "fmt")
-        self.sig_bits = fmt.bits
-        self.exp_min = self.exp_max = -fmt.frac_bits
-        self.exp_bits = signed_bits(self.exp_min, self.exp_max)
-        super().__init__({
-            "code": In(fmt.bits),
-            "value": Out(unpacked_layout(self.sig_bits, self.exp_bits)),
-        })
+        fmt = check_fixed(fmt, "fmt")
+        super().__init__(fmt, fmt.bits, -fmt.frac_bits, -fmt.frac_bits)
 
     def elaborate(self, platform):
         m = Module()

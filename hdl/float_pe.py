@@ -267,7 +267,16 @@ def _float_operands(roles, fmts):
     return dict(zip(roles, fmts))
 
 
-class FloatMultiplier(FormatPE):
+class BinaryFloatPE(FormatPE):
+    """A PE of two float operands: a_fmt, b_fmt (default a_fmt), out_fmt (default a_fmt)."""
+
+    def __init__(self, a_fmt, b_fmt=None, out_fmt=None, *, stages=1):
+        a = _format(a_fmt, "a_fmt", ("float",))
+        ops = _float_operands(("a", "b"), (a, a if b_fmt is None else b_fmt))
+        super().__init__(ops, _format(a if out_fmt is None else out_fmt, "out_fmt", ("float",)), stages)
+
+
+class FloatMultiplier(BinaryFloatPE):
     """out = out_fmt.encode(exact a * b): one round to nearest even, non-saturating.
 
     a_fmt, b_fmt (default a_fmt), out_fmt (default a_fmt): minifloat formats or their names.
@@ -276,27 +285,17 @@ class FloatMultiplier(FormatPE):
 
     CUTS = ("product", "decoded")
 
-    def __init__(self, a_fmt, b_fmt=None, out_fmt=None, *, stages=1):
-        a = _format(a_fmt, "a_fmt", ("float",))
-        ops = _float_operands(("a", "b"), (a, a if b_fmt is None else b_fmt))
-        super().__init__(ops, _format(a if out_fmt is None else out_fmt, "out_fmt", ("float",)), stages)
-
     def core(self, m, pipe, values):
         return multiply_unpacked(m, *values)
 
 
-class FloatAdder(FormatPE):
+class FloatAdder(BinaryFloatPE):
     """out = out_fmt.encode(exact a + b): one round to nearest even, non-saturating.
 
     Payload {a, b}; stages 1..3 (registers after: output, aligned sum, decoded operands).
     """
 
     CUTS = ("sum", "decoded")
-
-    def __init__(self, a_fmt, b_fmt=None, out_fmt=None, *, stages=1):
-        a = _format(a_fmt, "a_fmt", ("float",))
-        ops = _float_operands(("a", "b"), (a, a if b_fmt is None else b_fmt))
-        super().__init__(ops, _format(a if out_fmt is None else out_fmt, "out_fmt", ("float",)), stages)
 
     def core(self, m, pipe, values):
         x, y = values

@@ -70,7 +70,21 @@ def check_float(fmt, role):
     return fmt
 
 
-class FloatDecoder(wiring.Component):
+class UnpackedDecoder(wiring.Component):
+    """Base of the decoders: `code` in, exact `value` out, sized to [exp_min, exp_max]
+    exponents (exp_hi widens the exponent field for special encodings) and sig_bits."""
+
+    def __init__(self, fmt, sig_bits, exp_min, exp_max, exp_hi=None):
+        self.format, self.sig_bits = fmt, sig_bits
+        self.exp_min, self.exp_max = exp_min, exp_max
+        self.exp_bits = signed_bits(exp_min, exp_max if exp_hi is None else exp_hi)
+        super().__init__({
+            "code": In(fmt.bits),
+            "value": Out(unpacked_layout(self.sig_bits, self.exp_bits)),
+        })
+
+
+class FloatDecoder(UnpackedDecoder):
     """Combinational: `code` (raw bits of `fmt`) -> `value`, the exact unpacked value.
 
     sig has man_bits + 1 bits (implicit bit included), exp is the weight of sig's LSB, in
@@ -78,16 +92,11 @@ class FloatDecoder(wiring.Component):
     """
 
     def __init__(self, fmt):
-        self.format = check_float(fmt, "fmt")
-        self.sig_bits = fmt.man_bits + 1
-        self.exp_min = fmt.emin - fmt.man_bits
-        self.exp_max = fmt.emax - fmt.man_bits
+        fmt = check_float(fmt, "fmt")
+        exp_max = fmt.emax - fmt.man_bits
         specials = ((1 << fmt.exp_bits) - 1) - fmt.bias - fmt.man_bits  # all-ones exponent field
-        self.exp_bits = signed_bits(self.exp_min, max(self.exp_max, specials))
-        super().__init__({
-            "code": In(fmt.bits),
-            "value": Out(unpacked_layout(self.sig_bits, self.exp_bits)),
-        })
+        super().__init__(fmt, fmt.man_bits + 1, fmt.emin - fmt.man_bits, exp_max,
+                         max(exp_max, specials))
 
     def elaborate(self, platform):
         m = Module()
