@@ -9,7 +9,7 @@ JOBS   ?= auto
 MODEL  ?= examples/digits_mlp.onnx
 BACKEND ?= native
 
-.PHONY: all setup synth sim test bench clean export
+.PHONY: all setup synth sim test bench mutate clean export
 
 all: test
 
@@ -36,6 +36,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/forma bench all
 	$(BIN)/pytest -n $(JOBS) -m bench -ra
+
+mutate: $(STAMP)
+	$(BIN)/pytest -n $(JOBS) -m bench -ra tests/test_mutate.py
 
 clean:
 	rm -rf build .pytest_cache

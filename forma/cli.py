@@ -87,8 +87,8 @@ def cmd_verify(args):
     if verdict.mismatches:
         words = ["forma verify", args.op, *args.formats]
         words += [f"--out {args.out_format}"] if args.out_format else []
-        words += ["--exhaustive"] if verdict.mode == "exhaustive" else [
-            f"--vectors {args.vectors}", f"--seed {args.seed}"]
+        words += ["--exhaustive"] if verdict.mode == "exhaustive" else [f"--vectors {args.vectors}"]
+        words += [f"--seed {args.seed}"] if verdict.mode == "random" or case.exhaustive_seeded else []
         words += [f"--stages {args.stages}"] + (["--stall"] if args.stall else [])
         print("reproduce: " + " ".join(f"'{w}'" if "(" in w else w for w in words))
         if verdict.waves:
@@ -97,6 +97,25 @@ def cmd_verify(args):
           f"{verdict.seconds['simulate']:.1f} s with the Verilator build", file=sys.stderr)
     print(verdict.summary)
     return 1 if verdict.mismatches else 0
+
+
+def cmd_mutate(args):
+    from .sim.cases import Case
+    from .sim.mutate import mutate
+    case = Case.parse(args.op, args.formats, out=args.out_format, stages=args.stages,
+                      saturate=args.saturate)
+    slug = "-".join([args.op, *args.formats] + ([args.out_format] if args.out_format else []))
+    build = Path(args.build or Path("build") / "mutate" / "".join(
+        c if c.isalnum() or c in "._-" else "_" for c in slug) / f"stages{args.stages}")
+    report = mutate(case, build, mutants=args.mutants, seed=args.seed, vectors=args.vectors,
+                    lanes=args.lanes)
+    for outcome in report.holes:
+        print(f"survivor {outcome.mutation.number}: {outcome.mutation.command}")
+    print(f"regression: {report.vectors} vectors ({report.mode}"
+          f"{'' if report.mode == 'exhaustive' else f', seed {report.seed}'}); "
+          + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()), file=sys.stderr)
+    print(report.summary)
+    return 1 if report.holes else 0
 
 
 def _export_options(args):
@@ -144,7 +163,9 @@ def _backend_args(p, board_default):
                    help="hls4ml io type (default io_parallel)")
 
 
-BENCHES = {"reference": "forma.sim.bench_reference", "array": "forma.sim.bench_array"}
+BENCHES = {"reference": "forma.sim.bench_reference", "pe": "forma.sim.bench_pe",
+           "simd": "forma.sim.bench_simd", "array": "forma.sim.bench_array",
+           "export": "forma.sim.bench_export"}
 
 
 def cmd_bench(args):
@@ -184,23 +205,55 @@ def parser():
     p.add_argument("--vectors", type=int, default=2000, help="vectors to run (default: 2000)")
     p.add_argument("--build", help="simulation build folder (default: build/sim/<design>)")
     p.set_defaults(run=cmd_sim)
-    p = sub.add_parser("verify", help="prove a PE bit-exact against the reference on Verilator")
-    p.add_argument("op", help="mul, add, fma or convert")
+    p = sub.add_parser(
+        "verify", help="prove a PE bit-exact against the reference on Verilator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="ops: mul, add, fma (one rounding of a*b, a+b, a*b+c); convert SOURCE DESTINATION;\n"
+               "  mac A [B]: the exact-accumulator MAC (float/int/fixed: Kulisch FloatMAC with\n"
+               "  emit=every; posit: the quire MAC), every beat's rounded running sum checked;\n"
+               "  dot MX: the MX block dot-product PE (k elements and two E8M0 scales per beat).\n"
+               "exhaustive: every input combination; for mac every (a, b) code pair appears once as\n"
+               "  a product, in seeded order with `last` at seeded places (streams of 1..64 beats,\n"
+               "  plus runs of max/min products as long as the accumulator bound); for dot the\n"
+               "  element-pair sweep: every element pair stands in every block position, at scales\n"
+               "  keeping sums mid-range, then every scale corner (0, 1, 2, 126..128, 253, 254,\n"
+               "  255 = NaN) and scales putting sums on the output's overflow/normal/subnormal\n"
+               "  edges. It is the default when there are at most 2**16 operand pairs.")
+    p.add_argument("op", help="mul, add, fma, convert, mac or dot")
     p.add_argument("formats", nargs="+", help="operand format(s), e.g. posit(8,0) or "
-                   "float8_e4m3fn float8_e5m2; convert takes SOURCE DESTINATION")
-    p.add_argument("--out", dest="out_format", help="result format (default: the first operand's)")
+                   "float8_e4m3fn float8_e5m2; convert takes SOURCE DESTINATION; dot one MX "
+                   "format (mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8)")
+    p.add_argument("--out", dest="out_format",
+                   help="result format (default: the first operand's; dot: float32)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--exhaustive", action="store_true",
-                      help="every input combination (default when there are at most 2**16)")
+                      help="every input combination, or the sweep described below (default "
+                           "when there are at most 2**16 operand pairs)")
     mode.add_argument("--vectors", type=int, default=1_000_000,
-                      help="seeded random vectors after the corner classes (default 1000000)")
+                      help="seeded random vectors after the corner classes (default 1000000); "
+                           "a vector is a beat for mac and a block pair for dot")
     p.add_argument("--seed", type=int, default=1, help="random seed (default: 1)")
     p.add_argument("--stages", type=int, default=1, help="pipeline depth (default: 1)")
-    p.add_argument("--lanes", type=int, default=8, help="parallel PE copies in the checker")
+    p.add_argument("--lanes", type=int,
+                   help="parallel PE copies in the checker (default: 8; dot: 2)")
     p.add_argument("--stall", action="store_true", help="random output back-pressure")
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
     p.add_argument("--build", help="build folder (default: build/verify/...)")
     p.set_defaults(run=cmd_verify)
+    p = sub.add_parser("mutate", help="mutation-test a PE's regression with Yosys `mutate`")
+    p.add_argument("op", help="mul, add, fma or convert")
+    p.add_argument("formats", nargs="+", help="operand format(s) as for `forma verify`")
+    p.add_argument("--out", dest="out_format", help="result format (default: the first operand's)")
+    p.add_argument("--mutants", type=int, default=50, help="mutants to sample (default: 50)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="seed of the mutant sample and of random stimulus (default: 1)")
+    p.add_argument("--vectors", type=int, default=1_000_000,
+                   help="random vectors when the input space exceeds 2**16 (default 1000000)")
+    p.add_argument("--stages", type=int, default=1, help="pipeline depth (default: 1)")
+    p.add_argument("--lanes", type=int, default=4, help="parallel PE copies in the checker")
+    p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
+    p.add_argument("--build", help="build folder (default: build/mutate/...)")
+    p.set_defaults(run=cmd_mutate)
     p = sub.add_parser("export", help="QONNX model -> design for a board + exactness report")
     _backend_args(p, "ulx3s-85f")
     p.add_argument("--max-luts", type=int, help="LUT budget for folding (native backend)")

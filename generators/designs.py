@@ -34,7 +34,7 @@ def _build_array(params):
                          rows=_int_param(params, "rows", 4), cols=_int_param(params, "cols", 4),
                          length=_int_param(params, "length", 1024),
                          dataflow=params.get("dataflow", "ws"),
-                         packing=params.get("packing", "auto"))
+                         packing=params.get("packing", "auto"), out=params.get("out"))
 
 
 @dataclass(frozen=True)
@@ -50,11 +50,13 @@ KINDS = {
                       "integer multiply-accumulate PE (a, w: int/uint formats; acc: exact "
                       "for `length` sums when omitted; stages: pipeline depth)",
                       "forma.sim.tb_mac"),
-    "array": DesignKind(("rows", "cols", "a", "w", "acc", "length", "dataflow", "packing"),
+    "array": DesignKind(("rows", "cols", "a", "w", "acc", "length", "dataflow", "packing",
+                         "out"),
                         _build_array,
-                        "systolic array of integer MACs (rows, cols; a, w: int/uint formats; "
-                        "acc: exact for `length` sums when omitted; dataflow: ws or os; "
-                        "packing: auto, off or products per multiplier)",
+                        "systolic array of MACs (rows, cols; a, w: int/uint formats, or "
+                        "minifloat/posit formats summed exactly; acc: exact for `length` sums "
+                        "when omitted; dataflow: ws or os; packing: auto, off or products per "
+                        "multiplier; out: minifloat/posit format results are rounded to once)",
                         "forma.sim.tb_array"),
 }
 

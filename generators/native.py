@@ -1,12 +1,17 @@
 """Native backend: a QONNX model as generated folded-dataflow hardware, Verilog and a bitstream.
 
-`export` checks the generated design on Verilator against QONNX and builds it behind a UART host
-interface; `run` simulates it on given inputs. Outputs are float32 in the model's output scale.
+`export` checks the generated design on Verilator against QONNX while it builds it behind a UART
+host interface; `run` simulates it on given inputs. Outputs are float32 in the model's output scale.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +21,10 @@ from forma.errors import FormaError, SpecError
 from . import native_plan
 from .backends import ExportOptions, test_inputs, verdict, write_report
 from .designs import to_verilog
-from .qonnx_import import Network, execute_onnx, import_qonnx
+from .native_board import BAUD, BoardBuild
+from .qonnx_import import FLOAT32_SIGNIFICAND, Network, execute_onnx, import_qonnx, \
+    reference_rounding
 
-BAUD = 115200
 TESTBENCH = "forma.sim.tb_network"
 
 
@@ -40,11 +46,13 @@ def _network(model_path) -> Network:
     return network
 
 
-def simulate(specs, network: Network, x: np.ndarray, build_dir, stall=False, seed=1):
+def simulate(specs, network: Network, x: np.ndarray, build_dir, stall=False, seed=1,
+             verilog=None):
     """Run the streaming top on Verilator (cocotb) for every row of x, back to back.
 
     Returns (float32 outputs [N, *output shape], timing): timing has latency_cycles (first input
     accepted to last output of row 0, inclusive) and ii_cycles (mean cycles between rows).
+    `verilog`: the top's Verilog if already generated (else generated here).
     """
     from forma.hdl.dataflow import StreamNetwork
     from forma.sim.runner import run_cocotb
@@ -57,7 +65,8 @@ def simulate(specs, network: Network, x: np.ndarray, build_dir, stall=False, see
     busy = sum(s.cycles() for s in specs)
     env = dict(FORMA_NET_DIR=build_dir, FORMA_NET_OUTPUTS=per_row, FORMA_SEED=seed,
                FORMA_NET_STALL=int(stall), FORMA_NET_CYCLES=(len(codes) + 10) * busy * 3)
-    result = run_cocotb(to_verilog(StreamNetwork(specs)), TESTBENCH, build_dir / "verilator", env)
+    verilog = verilog if verilog is not None else to_verilog(StreamNetwork(specs))
+    result = run_cocotb(verilog, TESTBENCH, build_dir / "verilator", env)
     if result["failed"] or not (build_dir / "outputs.npy").exists():
         raise FormaError(f"the network simulation failed; log: {result['log']}")
     out = np.load(build_dir / "outputs.npy")
@@ -78,45 +87,115 @@ def run(model_path, x, options: ExportOptions) -> np.ndarray:
     return simulate(specs, network, x, out / "sim", seed=options.seed)[0]
 
 
+def reference_note(bits) -> str | None:
+    """What a layer's float32 QONNX reference is: None (exact) or why it may round."""
+    if bits is None or bits <= FLOAT32_SIGNIFICAND:
+        return None
+    return f"reference may round: accumulator needs {bits} bits > {FLOAT32_SIGNIFICAND}"
+
+
 def _layers(network, specs, folding):
-    rows, engines = [], iter(zip(specs, folding.cycles))
+    rows, engines = [], {spec.name: (spec, cycles) for spec, cycles in zip(specs, folding.cycles)}
+    rounding = reference_rounding(network)
     for layer in network.layers:
-        row = dict(name=layer.name, kind=layer.kind, output=layer.output.format.name,
+        row = dict(name=layer.name, origin=layer.origin or layer.name, kind=layer.kind,
+                   output=layer.output.format.name,
                    weight=layer.weight_format.name if layer.weight_format else None,
-                   bias=layer.bias_format.name if layer.bias_format else None)
-        if layer.kind in ("dense", "conv2d", "maxpool2d"):
-            spec, cycles = next(engines)
-            row.update(lanes=spec.lanes, channels=spec.channels, reduction=spec.reduction,
-                       positions=spec.positions, engine_cycles=cycles,
+                   bias=layer.bias_format.name if layer.bias_format else None,
+                   reference=reference_note(rounding.get(layer.name)))
+        if layer.name in engines:
+            spec, cycles = engines[layer.name]
+            row.update(engine=spec.kind, lanes=spec.lanes, channels=spec.channels,
+                       reduction=spec.reduction, positions=spec.positions, engine_cycles=cycles,
+                       engine_interval=spec.interval(),
                        accumulator=f"int{spec.acc_shape().width}")
         rows.append(row)
     return rows
 
 
-def _board_build(specs, board, out, options, stem):
-    from forma.boards import synthesize
-    from forma.boards.harness import BLOCK_NAME
-    from forma.hdl.dataflow import StreamNetwork
-    from forma.hdl.uart import UartNetworkTop
+def _warn_reference_rounding(network):
+    """One stderr line naming the layers whose float32 QONNX reference may round."""
+    rounding = reference_rounding(network)
+    if rounding:
+        labels = {layer.name: layer.label for layer in network.layers}
+        print("warning: QONNX computes in float32 and may round where an exact accumulator needs "
+              f"more than {FLOAT32_SIGNIFICAND} bits: " + ", ".join(
+                  f"{labels[name]} needs {bits} bits" for name, bits in rounding.items())
+              + "; the check against QONNX still runs", file=sys.stderr, flush=True)
+    return rounding
 
-    top = None
-    clock_hz = None
-    if board.bitstream:
-        clock_hz = board.platform().default_clk_frequency  # the oscillator, not the constraint
-        top = lambda block: UartNetworkTop(block, clock_hz, BAUD, block_name=BLOCK_NAME)  # noqa
-    build = synthesize(lambda: StreamNetwork(specs), board, out / "board",
-                       design=f"native {stem}", target_mhz=options.target_mhz, seed=options.seed,
-                       top=top)
-    return build, clock_hz
+
+def _replace(src: Path, dst: Path):
+    """Move folder `src` onto `dst`, removing the previous `dst` only once `src` is in place."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+    src.rename(dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_and_build(specs, network, x, y, options, board, work, stem, verilog, seconds):
+    """The Verilator check (a thread; Verilator and the simulation are child processes) and the
+    board build (a child process group) at the same time; the build is stopped as soon as the
+    check fails. Returns (check, timing, build, clock_hz)."""
+    board_build = BoardBuild(specs, board.name, work / "board", design=f"native {stem}",
+                             target_mhz=options.target_mhz, seed=options.seed)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            simulation = pool.submit(simulate, specs, network, x, work / "sim", seed=options.seed,
+                                     verilog=verilog)
+            stage = time.monotonic()
+            reference = execute_onnx(network.source, x)
+            seconds["reference"] = time.monotonic() - stage
+            result, timing = simulation.result()
+            seconds["simulate"] = time.monotonic() - started
+        check = verdict(reference, result, y)
+        if not check["exact"]:
+            raise FormaError(f"the generated design disagrees with QONNX on "
+                             f"{check['mismatching_rows']} of {check['rows']} inputs (first: row "
+                             f"{check['first_mismatch']['row']}); simulation in {work / 'sim'}")
+        build, clock_hz = board_build.wait()
+        seconds["board"] = board_build.seconds
+    finally:
+        board_build.cancel()
+    return check, timing, build, clock_hz
+
+
+def _export_atomically(out: Path, make):
+    """Run make(work) in a fresh sibling folder of `out` that replaces `out` only if it returns;
+    on a FormaError the folder becomes `<out>.failed` (paths in the message follow it) and `out`
+    is untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed = out.with_name(out.name + ".failed")
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
+    try:
+        result = make(work)
+    except FormaError as error:
+        shutil.rmtree(failed, ignore_errors=True)
+        work.rename(failed)
+        raise type(error)(str(error).replace(str(work), str(failed))) from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _replace(work, out)
+    shutil.rmtree(failed, ignore_errors=True)
+    return result
 
 
 def export(model_path, options: ExportOptions) -> dict:
     """`forma export` (native): Verilog, Verilator check vs QONNX, bitstream or estimate, report.
 
-    Figures: latency and initiation interval in cycles as measured in simulation; ns and
-    inferences/s at the placed Fmax (open-flow boards) or at the target clock (estimates).
+    The check and the board build run at the same time, in a sibling folder that replaces the
+    output folder only when the check is bit-exact and the build succeeded. Figures: latency and
+    initiation interval in cycles as measured in simulation; ns and inferences/s at the placed
+    Fmax (open-flow boards) or at the target clock (estimates).
     """
     from forma.boards import get_board
+    from forma.boards.report import write_reports
     from forma.hdl.dataflow import StreamNetwork
 
     started = time.monotonic()
@@ -125,24 +204,30 @@ def export(model_path, options: ExportOptions) -> dict:
     specs, folding = design(network, board, options)
     stem = Path(str(model_path)).stem
     out = Path(options.out or Path("build") / "export" / f"{stem}-native-{board.name}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "network.v").write_text(to_verilog(StreamNetwork(specs)))
+    final = out.resolve()
+    x, y, source = test_inputs(model_path, network, options)
+    verilog = to_verilog(StreamNetwork(specs))
+    _warn_reference_rounding(network)
     seconds = dict(generate=time.monotonic() - started)
 
-    stage = time.monotonic()
-    x, y, source = test_inputs(model_path, network, options)
-    result, timing = simulate(specs, network, x, out / "sim", seed=options.seed)
-    check = verdict(execute_onnx(network.source, x), result, y)
-    seconds["simulate"] = time.monotonic() - stage
-    if not check["exact"]:
-        raise FormaError(f"the generated design disagrees with QONNX on {check['mismatching_rows']}"
-                         f" of {check['rows']} inputs (first: row {check['first_mismatch']['row']})"
-                         f"; simulation in {out / 'sim'}")
+    def make(work):
+        (work / "network.v").write_text(verilog)
+        check, timing, build, clock_hz = _check_and_build(
+            specs, network, x, y, options, board, work, stem, verilog, seconds)
+        if build["bitstream"]:  # the build's paths as they will be once `work` is `out`
+            build["bitstream"] = build["bitstream"].replace(str(work), str(final))
+            write_reports(build, work / "board")
+        seconds["total"] = time.monotonic() - started
+        report = _report(model_path, network, specs, folding, options, board, out, build,
+                         clock_hz, timing, check, source, seconds)
+        write_report(work, report, _markdown(report))
+        return report
 
-    stage = time.monotonic()
-    build, clock_hz = _board_build(specs, board, out, options, stem)
-    seconds["board"] = time.monotonic() - stage
-    seconds["total"] = time.monotonic() - started
+    return _export_atomically(final, make)
+
+
+def _report(model_path, network, specs, folding, options, board, out, build, clock_hz, timing,
+            check, source, seconds):
     mhz = build["fmax_mhz"] or build["target_mhz"]
     resources = {k: build[k] + build["harness"][k] for k in ("luts", "ffs", "dsps", "brams")}
     report = dict(
@@ -167,12 +252,12 @@ def export(model_path, options: ExportOptions) -> dict:
             input_format=network.layers[0].output.format.name,
             output_format=network.output.format.name, output_scale=network.output.scale),
         folding=dict(lanes=folding.lanes, engine_cycles=folding.cycles,
-                     model_ii_cycles=folding.ii_cycles, multipliers=folding.multipliers,
+                     engine_intervals=[s.interval() for s in specs], engines=[s.kind for s in specs],
+                     model_ii_cycles=folding.ii_cycles, model_latency_cycles=folding.latency_cycles, multipliers=folding.multipliers,
                      luts_model=folding.luts_model, reason=folding.reason, requested_ii=options.ii,
                      max_luts=options.max_luts, max_dsps=options.max_dsps),
         layers=_layers(network, specs, folding), test_set=source, exactness=check,
         seconds={k: round(v, 1) for k, v in seconds.items()})
-    write_report(out, report, _markdown(report))
     return report
 
 
@@ -198,6 +283,8 @@ def _markdown(r: dict) -> str:
              f"- Verilator (cocotb) vs QONNX execute_onnx on {ex['rows']} inputs "
              f"({r['test_set']}): " + ("**bit-exact**" if ex["exact"] else
                                        f"**{ex['mismatching_rows']} rows differ**")]
+    lines += [f"- {l['name']} ({l['origin']}): QONNX's float32 {l['reference']}; the check "
+              "still compares every value" for l in r["layers"] if l["reference"]]
     if "accuracy_reference" in ex:
         lines.append(f"- accuracy: {ex['accuracy_backend']:.4f} (QONNX "
                      f"{ex['accuracy_reference']:.4f})")
@@ -209,9 +296,14 @@ def _markdown(r: dict) -> str:
               f"{r['initiation_interval_cycles']} cycles, {r['inferences_per_s']} inferences/s "
               f"at {r['clock_for_figures_mhz']:g} MHz",
               f"- folding: lanes {r['folding']['lanes']}; {r['folding']['reason']}",
+              f"- engines {r['folding']['engines']} overlap (double-buffered inputs): intervals "
+              f"{r['folding']['engine_intervals']} cycles, modelled initiation interval "
+              f"{r['folding']['model_ii_cycles']} and latency "
+              f"{r['folding']['model_latency_cycles']} cycles",
               f"- wall time .onnx -> {'bitstream' if r['bitstream'] else 'estimate'}: "
               f"{r['seconds']['total']} s (" + ", ".join(
-                  f"{k} {v} s" for k, v in r["seconds"].items() if k != "total") + ")",
+                  f"{k} {v} s" for k, v in r["seconds"].items() if k != "total")
+              + "; the check and the board build run at the same time)",
               "", "| resource | network | host interface | total | device | % |",
               "|---|---:|---:|---:|---:|---:|"]
     for k in ("luts", "ffs", "dsps", "brams"):
@@ -224,9 +316,9 @@ def _markdown(r: dict) -> str:
                   f"({h['input_format']}, {h['input_bytes_per_code']} byte(s) each, little-endian);"
                   f" receive {h['output_codes']} codes ({h['output_format']}, "
                   f"{h['output_bytes_per_code']} byte(s) each). `examples/host.py` does both."]
-    lines += ["", "| node | kind | output | weight | lanes | engine cycles | accumulator |",
-              "|---|---|---|---|---:|---:|---|"]
+    lines += ["", "| node | kind | output | weight | lanes | engine cycles | accumulator | "
+              "QONNX reference |", "|---|---|---|---|---:|---:|---|---|"]
     lines += [f"| {l['name']} | {l['kind']} | `{l['output']}` | `{l['weight'] or ''}` | "
-              f"{l.get('lanes', '')} | {l.get('engine_cycles', '')} | {l.get('accumulator', '')} |"
-              for l in r["layers"]]
+              f"{l.get('lanes', '')} | {l.get('engine_cycles', '')} | {l.get('accumulator', '')} | "
+              f"{l['reference'] or ''} |" for l in r["layers"]]
     return "\n".join(lines) + "\n"

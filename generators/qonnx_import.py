@@ -25,6 +25,8 @@ SUPPORTED_OPS = ("Quant", "IntQuant", "FloatQuant", "MatMul", "Gemm", "Conv", "A
 QUANT_OPS = ["Quant", "IntQuant", "BipolarQuant", "FloatQuant", "Trunc", "QuantizeLinear",
              "DequantizeLinear"]
 LAYOUT_OPS = ("Flatten", "Reshape", "Transpose")
+#: FloatQuant rounding modes QONNX computes inexactly near powers of two (refused)
+FLOATQUANT_DIRECTED = ("FLOOR", "CEIL", "UP", "DOWN")
 #: forma rounding name -> ap_fixed quantization mode
 _AP_QUANT_OF = {rnd: q for q, rnd in AP_QUANT.items()}
 FLOAT32_SIGNIFICAND = 24
@@ -70,8 +72,12 @@ class Layer:
     (data channels-last); bias codes [out] in `bias_format` or None. The output of dense/conv2d/add
     is the exact accumulator (a FixedFormat that cannot overflow for any input).
     attrs: kernel_shape, strides, pads (conv2d, maxpool2d), perm (transpose), shift (shift layers:
-    the output raw equals the input raw and the format's LSB moves), count (global_avgpool),
+    the output raw equals the input raw and the format's LSB moves), count and channels_last
+    (global_avgpool: NHWC, else NCHW),
     bias_node (dense: the ONNX Add folded in as the bias).
+    float32_bits (dense, conv2d, add, global_avgpool; else 0): significant bits that the exact
+    result and every partial sum may need (see `reference_rounding`).
+    origin: the node's name as the exporter wrote it (QONNX's cleanup renames nodes).
     """
     kind: str
     name: str
@@ -83,6 +89,14 @@ class Layer:
     bias_format: NumberFormat | None = None
     requant: Requant | None = None
     attrs: dict = field(default_factory=dict)
+    float32_bits: int = 0
+    origin: str = ""
+
+    @property
+    def label(self) -> str:
+        """'cleaned name' plus ('exporter's name') when they differ: how messages name the node."""
+        return f"'{self.name}'" + (f" ('{self.origin}')" if self.origin not in ("", self.name)
+                                   else "")
 
 
 @dataclass(eq=False)
@@ -90,7 +104,8 @@ class Network:
     """A cleaned QONNX model and its layer list; `input_name`/`input_shape` as the model declares.
 
     `source` is the model as loaded (before the channels-last conversion): pass it to
-    `execute_onnx` for the reference.
+    `execute_onnx` for the reference. `input_perm`: the transpose the cleaned graph applies to
+    the input before its first quantizer (None: none), i.e. the order of the quantized input.
     """
     model: object
     source: object
@@ -98,6 +113,7 @@ class Network:
     input_name: str
     input_shape: tuple
     output: QTensor
+    input_perm: tuple | None = None
 
     @property
     def formats(self) -> dict:
@@ -273,6 +289,9 @@ class _Walk:
         self.consts: dict[str, tuple] = {}   # name -> (codes, format, values)
         self.layers: list[Layer] = []
         self.floats = {model.graph.input[0].name}  # float tensors before the first quantizer
+        self.transposes: dict[tuple, QTensor] = {}  # (input name, perm) -> output
+        self.float_perms: dict[str, tuple | None] = {}  # float tensor -> transpose of the input
+        self.input_perm = None
 
     def shape(self, name):
         s = self.model.get_tensor_shape(name)
@@ -323,7 +342,8 @@ class _Walk:
     def emit(self, kind, node, inputs, fmt, scale=1.0, **kw):
         out = QTensor(node.output[0], self.shape(node.output[0]), fmt, scale)
         self.tensors[out.name] = out
-        self.layers.append(Layer(kind, node.name, tuple(inputs), out, **kw))
+        self.layers.append(Layer(kind, node.name, tuple(inputs), out, origin=node.doc_string,
+                                 **kw))
         return out
 
     # --- quantizers
@@ -362,6 +382,7 @@ class _Walk:
     def quant_source(self, node):
         name = node.input[0]
         if name in self.floats:
+            self.input_perm = self.float_perms.get(name)
             return None
         return self.data(name, node)
 
@@ -403,7 +424,13 @@ class _Walk:
                                     float(bias.ravel()[0]), float(max_val.ravel()[0]),
                                     bool(self.attr(node, "has_inf", 0)),
                                     bool(self.attr(node, "has_nan", 0)))
-        rounding = qonnx_rounding(self.attr(node, "rounding_mode", "ROUND"))
+        mode = str(self.attr(node, "rounding_mode", "ROUND")).upper()
+        if mode in FLOATQUANT_DIRECTED:
+            raise SpecError(f"node {_label(node)} (FloatQuant): rounding_mode {mode} is not "
+                            "mapped: QONNX picks the binade with a float32 log2, so just below a "
+                            "power of two its directed rounding lands one grid step off the "
+                            "exact result; use ROUND")
+        rounding = qonnx_rounding(mode)
         saturate = bool(self.attr(node, "saturation", 1))
         const = self.model.get_initializer(node.input[0])
         if const is not None:
@@ -422,7 +449,8 @@ class _Walk:
             raise SpecError(f"node {_label(node)} (MatMul): weight of rank {w.ndim}; forma maps "
                             "2-D weights [in, out]")
         acc = accumulator(x, w, wfmt, None, None)
-        return self.emit("dense", node, [x], acc, weight=codes, weight_format=wfmt)
+        return self.emit("dense", node, [x], acc, weight=codes, weight_format=wfmt,
+                         float32_bits=float32_bits(x, w, wfmt, None, None))
 
     def conv(self, node):
         x = self.data(node.input[0], node)
@@ -435,12 +463,13 @@ class _Walk:
             raise SpecError(f"node {_label(node)} (Conv): groups/dilations other than 1 are not "
                             "supported")
         bias = self.weight(node.input[2], node) if len(node.input) > 2 and node.input[2] else None
-        acc = accumulator(x, w.reshape(w.shape[0], -1).T, wfmt, *(bias[1:] if bias else (None, None)))
+        terms = (x, w.reshape(w.shape[0], -1).T, wfmt, *(bias[1:] if bias else (None, None)))
+        acc = accumulator(*terms)
         attrs = dict(kernel_shape=tuple(w.shape[1:3]), strides=tuple(self.attr(node, "strides", [1, 1])),
                      pads=tuple(self.attr(node, "pads", [0, 0, 0, 0])))
         return self.emit("conv2d", node, [x], acc, weight=codes, weight_format=wfmt,
                          bias=bias[0] if bias else None, bias_format=bias[1] if bias else None,
-                         attrs=attrs)
+                         attrs=attrs, float32_bits=float32_bits(*terms))
 
     def add(self, node):
         a, b = node.input[:2]
@@ -461,9 +490,11 @@ class _Walk:
             del self.tensors[data_name]
             out = QTensor(node.output[0], self.shape(node.output[0]), acc)
             self.tensors[out.name] = out
+            bits = float32_bits(x, w, prev.weight_format, bfmt, bias.ravel())
             self.layers.append(Layer("dense", prev.name, prev.inputs, out, weight=prev.weight,
                                      weight_format=prev.weight_format, bias=codes.ravel(),
-                                     bias_format=bfmt, attrs=dict(bias_node=node.name)))
+                                     bias_format=bfmt, origin=prev.origin, float32_bits=bits,
+                                     attrs=dict(bias_node=node.name)))
             return out
         x, y = self.data(a, node), self.data(b, node)
         if x.scale != 1.0 or y.scale != 1.0:
@@ -471,8 +502,10 @@ class _Walk:
                             "QONNX adds in float32 with no exact integer form")
         fx, fy = exact_fixed(x.format), exact_fixed(y.format)
         (lx, hx), (ly, hy) = value_range(x), value_range(y)
-        fmt = range_format(lx + ly, hx + hy, max(fx.frac_bits, fy.frac_bits))
-        return self.emit("add", node, [x, y], fmt)
+        frac = max(fx.frac_bits, fy.frac_bits)
+        fmt = range_format(lx + ly, hx + hy, frac)
+        return self.emit("add", node, [x, y], fmt,
+                         float32_bits=_significant_bits(lx + ly, hx + hy, frac))
 
     def relu(self, node):
         x = self.data(node.input[0], node)
@@ -489,7 +522,8 @@ class _Walk:
 
     def global_avgpool(self, node):
         x = self.data(node.input[0], node)
-        count = int(np.prod(x.shape[1:-1]))
+        channels_last = node.domain.endswith("channels_last")
+        count = int(np.prod(x.shape[1:-1] if channels_last else x.shape[2:]))
         k = pow2_exponent(count)
         if k is None or x.scale != 1.0:
             raise SpecError(f"node {_label(node)} (GlobalAveragePool): dividing by {count} "
@@ -498,7 +532,9 @@ class _Walk:
         f = exact_fixed(x.format)
         lo, hi = value_range(x)
         fmt = range_format(lo, hi, f.frac_bits + k)
-        return self.emit("global_avgpool", node, [x], fmt, attrs=dict(count=count))
+        return self.emit("global_avgpool", node, [x], fmt,
+                         attrs=dict(count=count, channels_last=channels_last),
+                         float32_bits=_significant_bits(lo * count, hi * count, f.frac_bits))
 
     def scale_by_constant(self, node):
         a, b = node.input[:2]
@@ -523,6 +559,14 @@ class _Walk:
         name = node.input[0]
         if name in self.floats:  # a layout change of the float graph input
             self.floats.add(node.output[0])
+            perm = self.float_perms.get(name)
+            if node.op_type == "Transpose":
+                step = tuple(self.attr(node, "perm"))
+                perm = step if perm is None else tuple(perm[i] for i in step)
+            elif perm is not None:
+                raise SpecError(f"node {_label(node)} ({node.op_type}): reshapes the transposed "
+                                "float input; quantize the input before changing its layout")
+            self.float_perms[node.output[0]] = perm
             return None
         if name in self.consts and node.op_type == "Transpose":  # a quantized weight, transposed
             perm = self.attr(node, "perm")
@@ -531,8 +575,14 @@ class _Walk:
             return None
         x = self.data(name, node)
         if node.op_type == "Transpose":
-            return self.emit("transpose", node, [x], x.format, x.scale,
-                             attrs=dict(perm=tuple(self.attr(node, "perm"))))
+            perm = tuple(self.attr(node, "perm"))
+            twin = self.transposes.get((name, perm))
+            if twin is not None:  # QONNX's channels-last pass transposes a forked tensor twice
+                self.tensors[node.output[0]] = twin
+                return twin
+            out = self.emit("transpose", node, [x], x.format, x.scale, attrs=dict(perm=perm))
+            self.transposes[(name, perm)] = out
+            return out
         return self.emit("reshape", node, [x], x.format, x.scale)
 
     def run(self):
@@ -586,6 +636,37 @@ def accumulator(x: QTensor, w: np.ndarray, wfmt, bfmt, bias) -> FixedFormat:
     return range_format(float(np.min(bot)), float(np.max(top)), frac)
 
 
+def _significant_bits(lo: float, hi: float, frac: int) -> int:
+    """Bits of the largest magnitude in [lo, hi] on the grid 2**-frac: every value of the range
+    has at most this many significant bits."""
+    return max(abs(int(round(lo * 2.0 ** frac))), abs(int(round(hi * 2.0 ** frac)))).bit_length()
+
+
+def float32_bits(x: QTensor, w: np.ndarray, wfmt, bfmt, bias) -> int:
+    """Significant bits that any partial sum of sum_i x_i * w[i, j] (then + bias_j) may need,
+    for x in x's range and any summation order: all are multiples of the exact products' (and
+    bias') LSB, bounded by the sums of the positive and of the negative terms."""
+    fx, fw = exact_fixed(x.format), exact_fixed(wfmt)
+    lo, hi = value_range(x)
+    frac = fx.frac_bits + fw.frac_bits
+    pos = np.sum(np.maximum(np.maximum(w * lo, w * hi), 0), axis=0)
+    neg = np.sum(np.minimum(np.minimum(w * lo, w * hi), 0), axis=0)
+    ends = [pos, neg]
+    if bias is not None:
+        frac = max(frac, exact_fixed(bfmt).frac_bits)
+        ends += [pos + bias, neg + bias]
+    return _significant_bits(min(float(np.min(e)) for e in ends),
+                             max(float(np.max(e)) for e in ends), frac)
+
+
+def reference_rounding(network: Network) -> dict:
+    """Layers whose QONNX reference may round: QONNX computes MatMul/Conv/Add/average pooling in
+    float32, exact only while every partial sum fits its 24-bit significand. Layer name ->
+    significant bits the exact result may need (only layers needing more than 24)."""
+    return {layer.name: layer.float32_bits for layer in network.layers
+            if layer.float32_bits > FLOAT32_SIGNIFICAND}
+
+
 def dyadic_requant(src: QTensor, scale: float, fmt: FixedFormat, mode, node) -> Requant:
     """Integer multiply + shift that reproduces QONNX's float32 `round(x / scale)` for every x.
 
@@ -630,7 +711,8 @@ def import_qonnx(model) -> Network:
     walk = _Walk(cleaned)
     out = walk.run()
     name = cleaned.graph.input[0].name
-    return Network(cleaned, source, walk.layers, name, tuple(cleaned.get_tensor_shape(name)), out)
+    return Network(cleaned, source, walk.layers, name, tuple(cleaned.get_tensor_shape(name)), out,
+                   walk.input_perm)
 
 
 # --- the reference --------------------------------------------------------------------------

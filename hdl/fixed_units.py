@@ -4,13 +4,10 @@ unpacked value, and encode an unpacked value with ap_fixed quantization and over
 Rules are those of `sim/formats/integer.py` (`FixedFormat.encode_scaled`).
 """
 from amaranth import Const, Module, Mux, Signal, signed
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
 
 from ..errors import SpecError
 from ..sim.formats.integer import FixedFormat
-from .float_units import UnpackedDecoder, round_increment
-from .unpacked import rounding_layout
+from .float_units import UnpackedDecoder, UnpackedEncoder, round_increment
 
 
 def check_fixed(fmt, role):
@@ -44,7 +41,7 @@ class FixedDecoder(UnpackedDecoder):
         return m
 
 
-class FixedEncoder(wiring.Component):
+class FixedEncoder(UnpackedEncoder):
     """Combinational: `value` (rounding_layout) -> W-bit `code` of `fmt`, one rounding.
 
     rounding/saturate as in `FixedFormat.modes` (None: the format's own Q and O; every Q and
@@ -57,14 +54,7 @@ class FixedEncoder(wiring.Component):
         self.rounding, self.overflow = fmt.modes(rounding, saturate)
         if self.rounding == "stochastic":
             raise SpecError(f"rounding={rounding!r}: stochastic rounding is not built in hardware")
-        if not (isinstance(sig_bits, int) and sig_bits >= 1):
-            raise SpecError(f"sig_bits={sig_bits!r}: the significand width must be an integer >= 1")
-        if not (isinstance(exp_bits, int) and exp_bits >= 2):
-            raise SpecError(f"exp_bits={exp_bits!r}: the exponent width must be an integer >= 2")
-        super().__init__({
-            "value": In(rounding_layout(sig_bits, exp_bits)),
-            "code": Out(fmt.bits),
-        })
+        super().__init__(fmt, sig_bits, exp_bits)
 
     def elaborate(self, platform):
         m = Module()

@@ -11,11 +11,13 @@ from amaranth.lib.wiring import In, Out
 
 from ..errors import SpecError
 from ..sim.formats.minifloat import FloatFormat
-from .float_pe import Pipeline, _format, decoder_for, encoder_for, multiply_unpacked
-from .float_units import signed_bits
+from .float_pe import Pipeline, _format, decoder_for, encoder_cuts, encoder_for, flags_of, \
+    multiply_unpacked
+from .float_units import register, signed_bits
 
 MAX_ACC_BITS = 1024
 EMITS = ("last", "every")
+CUTS = ("output", "product", "normalized", "magnitude", "aligned", "rounded")   # `stages` order
 
 
 def lsb_exponent(fmt) -> int:
@@ -47,8 +49,10 @@ class FloatMAC(wiring.Component):
     length: the longest dot product summed exactly (sizes the accumulator, `kulisch_width`).
     Input payload {a, b, last}; output payload: out_fmt code. emit="last" streams one result
     per `last`; emit="every" streams the rounded running sum after every beat (prefix sums).
-    stages: 1 (accumulator register, combinational rounding), 2 (+ output register) or
-    3 (+ product register); `latency` = stages cycles from the `last` beat to its result.
+    stages: 1 (accumulator register, combinational rounding), 2 (+ output register),
+    3 (+ product register), 4 (+ normalized sum in the encoder), 5 (+ |sum| register),
+    6 (+ aligned product) or 7 (+ rounded magnitude); `latency` = stages cycles from the `last`
+    beat to its result.
     Specials as the reference's dot: NaN, inf*0 or +inf with -inf give NaN; an exact zero sum
     is +0 unless every product was -0.
     """
@@ -60,8 +64,9 @@ class FloatMAC(wiring.Component):
         self.out_format = _format(self.a_format if out_fmt is None else out_fmt, "out_fmt", ("float",))
         if not (isinstance(length, int) and length >= 1):
             raise SpecError(f"length={length!r}: the longest dot product must be an integer >= 1")
-        if not (isinstance(stages, int) and 1 <= stages <= 3):
-            raise SpecError(f"stages={stages!r}: latency in cycles must be 1, 2 or 3")
+        if not (isinstance(stages, int) and 1 <= stages <= len(CUTS) + 1):
+            raise SpecError(f"stages={stages!r}: latency in cycles must be an integer in "
+                            f"[1, {len(CUTS) + 1}] (registers after: accumulator, {', '.join(CUTS)})")
         if emit not in EMITS:
             raise SpecError(f"emit={emit!r}: must be one of {', '.join(EMITS)}")
         self.acc_bits, self.acc_lsb = kulisch_width(self.a_format, self.b_format, length)
@@ -79,7 +84,8 @@ class FloatMAC(wiring.Component):
         m = Module()
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
-        pipe = Pipeline(m, advance, self.i.valid, ["product"] if self.stages == 3 else [])
+        cuts = CUTS[:self.stages - 1]
+        pipe = Pipeline(m, advance, self.i.valid, [cut for cut in cuts if cut != "output"])
 
         units = []
         for role, fmt in (("a", self.a_format), ("b", self.b_format)):
@@ -96,6 +102,10 @@ class FloatMAC(wiring.Component):
         m.d.comb += shift.eq(product.exp - lsb)
         aligned = Signal(width)
         m.d.comb += aligned.eq(Mux(product.zero | product.inf | product.nan, 0, product.sig << shift))
+        addend, flags = Mux(product.sign, -aligned, aligned), product
+        if "aligned" in cuts:
+            addend, flags, last = pipe.cut("aligned", addend, flags_of(m, product, "product_flags"),
+                                           last)
         acc = Signal(signed(width))
         nan, pos_inf, neg_inf = Signal(), Signal(), Signal()
         all_neg_zero = Signal()
@@ -105,30 +115,42 @@ class FloatMAC(wiring.Component):
             m.d.sync += [acc_valid.eq(pipe.valid), acc_last.eq(last)]
             with m.If(pipe.valid):
                 m.d.sync += [
-                    acc.eq(Mux(fresh, 0, acc) + Mux(product.sign, -aligned, aligned)),
-                    nan.eq(~fresh & nan | product.nan),
-                    pos_inf.eq(~fresh & pos_inf | product.inf & ~product.sign),
-                    neg_inf.eq(~fresh & neg_inf | product.inf & product.sign),
-                    all_neg_zero.eq((fresh | all_neg_zero) & product.zero & product.sign),
+                    acc.eq(Mux(fresh, 0, acc) + addend),
+                    nan.eq(~fresh & nan | flags.nan),
+                    pos_inf.eq(~fresh & pos_inf | flags.inf & ~flags.sign),
+                    neg_inf.eq(~fresh & neg_inf | flags.inf & flags.sign),
+                    all_neg_zero.eq((fresh | all_neg_zero) & flags.zero & flags.sign),
                     fresh.eq(last),
                 ]
 
         # Round the accumulator once.
-        encoder = m.submodules.encode = encoder_for(self.out_format, width, signed_bits(lsb, lsb))
+        inner = [cut for cut in encoder_cuts(self.out_format) if cut in cuts]
+        encoder = m.submodules.encode = encoder_for(self.out_format, width, signed_bits(lsb, lsb),
+                                                    cuts=inner)
         value = encoder.value
         is_nan = nan | (pos_inf & neg_inf)
         is_inf = (pos_inf | neg_inf) & ~is_nan
         is_zero = ~acc.any()
+        magnitude = Mux(acc[-1], -acc, acc)
+        zero = is_zero & ~is_nan & ~is_inf
+        sign = Mux(is_inf, neg_inf, Mux(is_zero, all_neg_zero, acc[-1]))
+        emit = acc_valid & (acc_last | (self.emit == "every"))
+        if "magnitude" in cuts:
+            magnitude, is_nan, is_inf, zero, sign, emit = register(
+                m, advance, "magnitude", (magnitude, is_nan, is_inf, zero, sign, emit))
         m.d.comb += [
-            value.sig.eq(Mux(acc[-1], -acc, acc)),
+            value.sig.eq(magnitude),
             value.exp.eq(lsb),
             value.sticky.eq(0),
             value.nan.eq(is_nan),
             value.inf.eq(is_inf),
-            value.zero.eq(is_zero & ~is_nan & ~is_inf),
-            value.sign.eq(Mux(is_inf, neg_inf, Mux(is_zero, all_neg_zero, acc[-1]))),
+            value.zero.eq(zero),
+            value.sign.eq(sign),
         ]
-        emit = acc_valid & (acc_last | (self.emit == "every"))
+        if inner:
+            m.d.comb += encoder.advance.eq(advance)
+        for cut in inner:                    # the encoder registers the data; emit keeps pace
+            (emit,) = register(m, advance, cut, (emit,))
         if self.stages == 1:
             m.d.comb += [self.o.valid.eq(emit), self.o.payload.eq(encoder.code)]
         else:

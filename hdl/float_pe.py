@@ -13,7 +13,7 @@ from ..sim.formats import parse_format
 from ..sim.formats.integer import FixedFormat
 from ..sim.formats.minifloat import FloatFormat
 from .fixed_units import FixedDecoder, FixedEncoder
-from .float_units import FloatDecoder, FloatEncoder, leading_zeros, shift_right_sticky
+from .float_units import FloatDecoder, FloatEncoder, leading_zeros, register, shift_right_sticky
 from .unpacked import rounding_layout, unpacked_layout
 
 
@@ -41,15 +41,24 @@ def check_encoder_options(fmt, saturate, rounding):
             raise SpecError(f"rounding={rounding!r}: stochastic rounding is not built in hardware")
 
 
-def encoder_for(fmt, sig_bits, exp_bits, *, saturate=None, rounding=None):
-    """The combinational encoder component of `fmt` (ports `value` -> `code`): one rounding.
+def encoder_cuts(fmt):
+    """The cut points inside `fmt`'s encoder (registers a PE may place there), in datapath order."""
+    return FloatEncoder.CUTS if isinstance(fmt, FloatFormat) else ()
+
+
+def encoder_for(fmt, sig_bits, exp_bits, *, saturate=None, rounding=None, cuts=()):
+    """The encoder component of `fmt` (ports `value` -> `code`): one rounding.
 
     Floats round to nearest even (rounding None or "rne"); saturate None/False follows the
     format's overflow rule, True clamps to +-max. Fixed point takes FixedFormat.modes options.
+    Combinational unless `cuts` (a subset of encoder_cuts(fmt)) places registers inside it.
     """
     check_encoder_options(fmt, saturate, rounding)
+    if cuts and not set(cuts) <= set(encoder_cuts(fmt)):
+        raise SpecError(f"cuts={tuple(cuts)!r}: the {fmt.name} encoder's cut points are "
+                        f"{', '.join(encoder_cuts(fmt)) or 'none'}")
     if isinstance(fmt, FloatFormat):
-        return FloatEncoder(fmt, sig_bits, exp_bits, saturate=bool(saturate))
+        return FloatEncoder(fmt, sig_bits, exp_bits, saturate=bool(saturate), cuts=cuts)
     if isinstance(fmt, FixedFormat):
         return FixedEncoder(fmt, sig_bits, exp_bits, rounding=rounding, saturate=saturate)
     if fmt.family == "posit":
@@ -105,7 +114,7 @@ def multiply_unpacked(m, x, y):
     return out
 
 
-def add_unpacked(m, x, y, precision, *, normalize=True):
+def add_unpacked(m, x, y, precision, *, normalize=True, pipe=None):
     """x + y as a rounding-ready value: exact when it fits, else with the discarded bits jammed
     into the LSB so that any later round to at most `precision` significant bits is correct.
 
@@ -114,6 +123,8 @@ def add_unpacked(m, x, y, precision, *, normalize=True):
     the result's LSB from the jam bit. normalize=False is valid only when both operands share
     one float format (equal exponents of subnormal LSBs make the larger exponent the larger
     magnitude). Zeros: -0 only for (-0) + (-0); an exact cancellation gives +0.
+    `pipe` (a Pipeline) may register the operands once normalized (cut point "prenormalized")
+    and once aligned (cut point "aligned").
     """
     width = max(len(x.sig), len(y.sig))
     guard = max(1, precision + 3 - width)
@@ -132,15 +143,32 @@ def add_unpacked(m, x, y, precision, *, normalize=True):
         tops.append(top)
         sigs.append(sig)
     (tx, ty), (sx, sy) = tops, sigs
-    x_big = y.zero | (~x.zero & ((tx > ty) | ((tx == ty) & (sx >= sy))))
+    # Both differences side by side; unnormalized operands of one format differ in exp only.
+    gap_x, gap_y = Signal(signed(len(tx) + 1)), Signal(signed(len(tx) + 1))
+    if normalize:
+        m.d.comb += [gap_x.eq(tx - ty), gap_y.eq(ty - tx)]
+    else:
+        assert len(x.sig) == len(y.sig)
+        m.d.comb += [gap_x.eq(x.exp - y.exp), gap_y.eq(y.exp - x.exp)]
+    if pipe is not None and "prenormalized" in pipe.cuts:
+        sx, sy, tx, ty, gap_x, gap_y, x, y = pipe.cut(
+            "prenormalized", sx, sy, tx, ty, gap_x, gap_y, flags_of(m, x, "x_pre"),
+            flags_of(m, y, "y_pre"))
+    x_big = y.zero | (~x.zero & (gap_y[-1] | (~gap_x.any() & (sx >= sy))))
     big_top = Mux(x_big, tx, ty)
-    distance = Signal(len(tx) + 1)
-    m.d.comb += distance.eq(Mux(x.zero | y.zero, 0, Mux(x_big, tx - ty, ty - tx)))
-    aligned, lost = shift_right_sticky(Cat(Const(0, guard), Mux(x_big, sy, sx)), distance)
+    # Shift each operand by its own gap, then pick (a zero's sig is 0: any shift keeps it 0).
+    y_aligned, y_lost = shift_right_sticky(Cat(Const(0, guard), sy), gap_x.as_unsigned())
+    x_aligned, x_lost = shift_right_sticky(Cat(Const(0, guard), sx), gap_y.as_unsigned())
+    aligned, lost = Mux(x_big, y_aligned, x_aligned), Mux(x_big, y_lost, x_lost)
     big = Cat(Const(0, guard), Mux(x_big, sx, sy))
+    if pipe is not None and "aligned" in pipe.cuts:
+        small, big, big_top, x_big, x, y = pipe.cut("aligned", aligned | lost, big, big_top, x_big,
+                                                    flags_of(m, x, "x_flags"), flags_of(m, y, "y_flags"))
+    else:
+        small = aligned | lost
     subtract = x.sign ^ y.sign
     total = Signal(width + guard + 1)
-    m.d.comb += total.eq(Mux(subtract, big - (aligned | lost), big + (aligned | lost)))
+    m.d.comb += total.eq(Mux(subtract, big - small, big + small))
 
     out = Signal(rounding_layout(len(total), len(tx) + 1), name="sum")
     nan = x.nan | y.nan | (x.inf & y.inf & subtract)
@@ -160,6 +188,13 @@ def add_unpacked(m, x, y, precision, *, normalize=True):
     with m.Elif(total.any()):
         m.d.comb += out.sign.eq(Mux(x_big, x.sign, y.sign))
     return out
+
+
+def flags_of(m, value, name):
+    """The sign and class flags of an unpacked value, as a View with just those fields."""
+    flags = Signal(data.StructLayout(dict.fromkeys(("sign", "zero", "inf", "nan"), 1)), name=name)
+    m.d.comb += [flags[field].eq(value[field]) for field in ("sign", "zero", "inf", "nan")]
+    return flags
 
 
 def precision_of(fmt) -> int:
@@ -183,14 +218,8 @@ class Pipeline:
     def cut(self, point, *values):
         if point not in self.cuts:
             return values
-        out = []
-        for index, value in enumerate((self.valid,) + values):
-            reg = Signal(value.shape(), name=f"{point}_{index}")
-            with self.m.If(self.advance):
-                self.m.d.sync += reg.eq(value)
-            out.append(reg)
-        self.valid = out[0]
-        return tuple(out[1:])
+        self.valid, *out = register(self.m, self.advance, point, (self.valid,) + values)
+        return tuple(out)
 
 
 def connect_value(m, target, source):
@@ -253,10 +282,16 @@ class FormatPE(wiring.Component):
         result = self.core(m, pipe, values)
         if self.CUTS[0] != "decoded":
             (result,) = pipe.cut(self.CUTS[0], result)
+        inner = [point for point in encoder_cuts(self.out_format) if point in pipe.cuts]
         encoder = m.submodules.encode = encoder_for(self.out_format, len(result.sig), len(result.exp),
-                                                    saturate=self.saturate, rounding=self.rounding)
+                                                    saturate=self.saturate, rounding=self.rounding,
+                                                    cuts=inner)
         value, code = unit_ports(encoder)
         connect_value(m, value, result)
+        if inner:
+            m.d.comb += encoder.advance.eq(advance)
+        for point in inner:              # the encoder registers the data; valid keeps pace
+            pipe.cut(point)
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(pipe.valid), self.o.payload.eq(code)]
         return m
@@ -280,10 +315,11 @@ class FloatMultiplier(BinaryFloatPE):
     """out = out_fmt.encode(exact a * b): one round to nearest even, non-saturating.
 
     a_fmt, b_fmt (default a_fmt), out_fmt (default a_fmt): minifloat formats or their names.
-    Payload {a, b}; stages 1..3 (registers after: output, exact product, decoded operands).
+    Payload {a, b}; stages 1..5 (registers after: output, exact product, decoded operands,
+    normalized product, rounded magnitude).
     """
 
-    CUTS = ("product", "decoded")
+    CUTS = ("product", "decoded", "normalized", "rounded")
 
     def core(self, m, pipe, values):
         return multiply_unpacked(m, *values)
@@ -292,25 +328,27 @@ class FloatMultiplier(BinaryFloatPE):
 class FloatAdder(BinaryFloatPE):
     """out = out_fmt.encode(exact a + b): one round to nearest even, non-saturating.
 
-    Payload {a, b}; stages 1..3 (registers after: output, aligned sum, decoded operands).
+    Payload {a, b}; stages 1..7 (registers after: output, exact sum, decoded operands,
+    normalized sum, aligned operands, rounded magnitude, normalized operands).
     """
 
-    CUTS = ("sum", "decoded")
+    CUTS = ("sum", "decoded", "normalized", "aligned", "rounded", "prenormalized")
 
     def core(self, m, pipe, values):
         x, y = values
         return add_unpacked(m, x, y, precision_of(self.out_format),
-                            normalize=self.a_format != self.b_format)
+                            normalize=self.a_format != self.b_format, pipe=pipe)
 
 
 class FloatFMA(FormatPE):
     """out = out_fmt.encode(exact a * b + c): a single round to nearest even.
 
-    b_fmt, c_fmt, out_fmt default to a_fmt. Payload {a, b, c}; stages 1..4 (registers after:
-    output, aligned sum, exact product, decoded operands).
+    b_fmt, c_fmt, out_fmt default to a_fmt. Payload {a, b, c}; stages 1..8 (registers after:
+    output, exact sum, exact product, decoded operands, normalized sum, aligned operands,
+    rounded magnitude, normalized addends).
     """
 
-    CUTS = ("sum", "product", "decoded")
+    CUTS = ("sum", "product", "decoded", "normalized", "aligned", "rounded", "prenormalized")
 
     def __init__(self, a_fmt, b_fmt=None, c_fmt=None, out_fmt=None, *, stages=1):
         a = _format(a_fmt, "a_fmt", ("float",))
@@ -321,7 +359,7 @@ class FloatFMA(FormatPE):
     def core(self, m, pipe, values):
         x, y, z = values
         product, z = pipe.cut("product", multiply_unpacked(m, x, y), z)
-        return add_unpacked(m, product, z, precision_of(self.out_format), normalize=True)
+        return add_unpacked(m, product, z, precision_of(self.out_format), normalize=True, pipe=pipe)
 
 
 class Converter(FormatPE):
@@ -329,7 +367,8 @@ class Converter(FormatPE):
 
     src/dst: float, integer or fixed-point formats (posits once hdl/posit_units.py exists).
     saturate/rounding None mean dst's defaults (floats: rne, non-saturating; fixed point: its
-    Q and O). Payload {a}; stages 1..2 (registers after: output, decoded value).
+    Q and O). Payload {a}; stages 1..2 (registers after: output, decoded value), 1..4 into a
+    float dst (then also: normalized value, rounded magnitude).
     """
 
     CUTS = ("decoded",)
@@ -337,6 +376,7 @@ class Converter(FormatPE):
     def __init__(self, src_fmt, dst_fmt, *, stages=1, saturate=None, rounding=None):
         src = _format(src_fmt, "src_fmt", ("float", "int", "fixed", "posit"))
         dst = _format(dst_fmt, "dst_fmt", ("float", "int", "fixed", "posit"))
+        self.CUTS = type(self).CUTS + encoder_cuts(dst)
         super().__init__({"a": src}, dst, stages, saturate=saturate, rounding=rounding)
 
     def core(self, m, pipe, values):

@@ -36,11 +36,28 @@ def leading_zeros(value):
 
 
 def shift_right_sticky(value, amount):
-    """(value >> amount, OR of the bits shifted out); amounts beyond len(value) shift all out."""
+    """(value >> amount, OR of the bits shifted out) for an unsigned `amount`; amounts beyond
+    len(value) shift all out. The shift is clamped on the amount's high bits (no comparator)."""
     width = len(value)
-    limit = Mux(amount > width, width, amount)
-    wide = Cat(Const(0, width), value) >> limit
-    return wide[width:], wide[:width].any()
+    bits = min(len(amount), width.bit_length())     # shifts by 2**bits - 1 >= width clear value
+    reach = (1 << bits) - 1
+    low = amount[:bits]
+    if len(amount) > bits:
+        low = Mux(amount[bits:].any(), reach, low)
+    wide = Cat(Const(0, reach), value) >> low
+    return wide[reach:], wide[:reach].any()
+
+
+def register(m, enable, point, values):
+    """`values` (Values or Views) registered, loading while `enable` is 1, as signals named
+    `point`_index (Views stay Views of the same layout)."""
+    out = []
+    for index, value in enumerate(values):
+        reg = Signal(value.shape(), name=f"{point}_{index}")
+        with m.If(enable):
+            m.d.sync += reg.eq(value)
+        out.append(reg)
+    return out
 
 
 def round_increment(mode: str, lsb, guard, sticky, negative):
@@ -130,25 +147,51 @@ class FloatDecoder(UnpackedDecoder):
         return m
 
 
-class FloatEncoder(wiring.Component):
-    """Combinational: `value` (a rounding_layout of sig_bits/exp_bits) -> `code` of `fmt`.
+class UnpackedEncoder(wiring.Component):
+    """Base of the encoders: `value` (a rounding_layout of sig_bits/exp_bits) in, `code` out.
 
-    One round-to-nearest-even of the exact value; overflow, infinities, NaN, signed zeros,
-    fnuz, fnu and _nosub follow `fmt.encode(x, saturate=saturate)`. A sig of 0 is a zero.
-    A NaN cannot be encoded in a finite-only format (the reference raises): it gives code 0.
+    Combinational unless `cuts` names some of the class's CUTS: each one chosen puts a register
+    stage inside the encoder (latency len(cuts) cycles), loading while the `advance` input is 1.
     """
 
-    def __init__(self, fmt, sig_bits, exp_bits, *, saturate=False):
-        self.format = check_float(fmt, "fmt")
+    CUTS = ()   # internal cut points, in datapath order
+
+    def __init__(self, fmt, sig_bits, exp_bits, cuts=()):
         if not (isinstance(sig_bits, int) and sig_bits >= 1):
             raise SpecError(f"sig_bits={sig_bits!r}: the significand width must be an integer >= 1")
         if not (isinstance(exp_bits, int) and exp_bits >= 2):
             raise SpecError(f"exp_bits={exp_bits!r}: the exponent width must be an integer >= 2")
+        cuts = tuple(cuts)
+        if any(cut not in self.CUTS for cut in cuts):
+            allowed = ", ".join(self.CUTS) or "none (this encoder is combinational)"
+            raise SpecError(f"cuts={cuts!r}: the {type(self).__name__} cut points are {allowed}")
+        self.cuts, self.latency = set(cuts), len(set(cuts))
+        ports = {"value": In(rounding_layout(sig_bits, exp_bits)), "code": Out(fmt.bits)}
+        if self.cuts:
+            ports["advance"] = In(1)
+        super().__init__(ports)
+
+    def cut(self, m, point, *values):
+        """The values registered when `point` is one of the chosen cuts, else unchanged."""
+        return tuple(register(m, self.advance, point, values)) if point in self.cuts else values
+
+
+class FloatEncoder(UnpackedEncoder):
+    """`value` (a rounding_layout of sig_bits/exp_bits) -> `code` of `fmt`.
+
+    One round-to-nearest-even of the exact value; overflow, infinities, NaN, signed zeros,
+    fnuz, fnu and _nosub follow `fmt.encode(x, saturate=saturate)`. A sig of 0 is a zero.
+    A NaN cannot be encoded in a finite-only format (the reference raises): it gives code 0.
+    Cut points: "normalized" (after the leading-zero shift), "rounded" (before overflow and
+    special values).
+    """
+
+    CUTS = ("normalized", "rounded")
+
+    def __init__(self, fmt, sig_bits, exp_bits, *, saturate=False, cuts=()):
+        self.format = check_float(fmt, "fmt")
         self.saturate = bool(saturate)
-        super().__init__({
-            "value": In(rounding_layout(sig_bits, exp_bits)),
-            "code": Out(fmt.bits),
-        })
+        super().__init__(fmt, sig_bits, exp_bits, cuts)
 
     def elaborate(self, platform):
         m = Module()
@@ -158,35 +201,52 @@ class FloatEncoder(wiring.Component):
         keep = max(width, man + 2)                     # implicit bit, mantissa, guard
 
         # Normalize: MSB of `norm` has weight 2**(emin + scale); scale < 0 below min_normal.
+        # The exponent quantities are separate adders on `top` and `lz`, side by side.
         lz = leading_zeros(v.sig)
         norm = Signal(keep)
         m.d.comb += norm.eq(Cat(Const(0, keep - width), (v.sig << lz)[:width]))
-        scale = Signal(signed(max(len(v.exp), signed_bits(-emin, -emin)) + width.bit_length() + 2))
-        m.d.comb += scale.eq(v.exp + (width - 1 - emin) - lz)
+        exp_shape = signed(max(len(v.exp), signed_bits(-emin, -emin)) + width.bit_length() + 3)
+        top = Signal(exp_shape)                             # scale + lz
+        scale, field = Signal(exp_shape), Signal(exp_shape)
+        bias = 0 if fmt.style == "fnu" else 1               # the exponent field of scale 0
+        m.d.comb += [top.eq(v.exp + (width - 1 - emin)), scale.eq(top - lz),
+                     field.eq(top + bias - lz)]
+        below = scale[-1]                                   # subnormal, or under min_normal
         kept, guard = norm[keep - man - 1:], norm[keep - man - 2]
         sticky = norm[:keep - man - 2].any() | v.sticky
         is_zero = v.zero | ~v.sig.any()
-        below = scale[-1]                                 # subnormal, or under min_normal
+        exponent = Mux(below, 0, field)[:len(field) - 1]    # the result's exponent field
+        if fmt.has_subnormals:
+            # Places to denormalize by: -scale, clamped to man + 2 (all shifted out beyond); the
+            # clamp compares lz with a bound taken from `top` alongside the leading-zero count.
+            depth, bound = Signal(exp_shape), Signal(exp_shape)
+            m.d.comb += [depth.eq(lz - top), bound.eq(top + (man + 2))]
+            ends = Mux(below, Mux(lz > bound, man + 2, depth), 0)[:(man + 2).bit_length()]
+        else:
+            ends = scale == -1                              # half of min_normal or more
+        sign, inf, nan = v.sign, v.inf, v.nan
+        kept, guard, sticky, below, exponent, ends, is_zero, sign, inf, nan = self.cut(
+            m, "normalized", kept, guard, sticky, below, exponent, ends, is_zero, sign, inf, nan)
 
         # Code magnitude before specials; wide enough to see a rounding carry past max_mag_code
         # (larger exponents are caught by `huge` whatever the truncated magnitude says).
         mag = Signal((fmt.max_mag_code + (2 << man)).bit_length())
-        huge = scale > fmt.emax - emin
+        huge = exponent > fmt.emax - emin + bias
         if fmt.has_subnormals:
-            # Denormalize by -scale (at most man + 2 places matter), then round.
-            shifted, lost = shift_right_sticky(Cat(guard, kept), Mux(below, -scale, 0)[:len(scale)])
-            up = round_increment("rne", shifted[1] | (man == 0), shifted[0], sticky | lost, v.sign)
-            m.d.comb += mag.eq((Mux(below, 0, scale) << man) + shifted[1:] + up)
+            # Denormalize (a normal result has ends = 0), then round.
+            shifted, lost = shift_right_sticky(Cat(guard, kept), ends)
+            up = round_increment("rne", shifted[1] | (man == 0), shifted[0], sticky | lost, sign)
+            m.d.comb += mag.eq(Cat(shifted[1:man + 1], exponent) + up)
         else:
-            up = round_increment("rne", kept[0] | (man == 0), guard, sticky, v.sign)
-            normal_mag = (Mux(below, 0, scale) << man) + kept + up
+            up = round_increment("rne", kept[0] | (man == 0), guard, sticky, sign)
+            normal_mag = Cat(kept[:man], exponent) + up
             if fmt.style == "fnu":
-                m.d.comb += mag.eq(Mux(below, 0, normal_mag - (1 << man)))
+                m.d.comb += mag.eq(Mux(below, 0, normal_mag))
             else:
                 # Below min_normal the candidates are 0 and min_normal: up when over half of it.
-                half_or_more = scale == -1
                 over_half = kept[:man].any() | guard | sticky | (man == 0)
-                m.d.comb += mag.eq(Mux(below, Mux(half_or_more & over_half, 1 << man, 0), normal_mag))
+                m.d.comb += mag.eq(Mux(below, Mux(ends & over_half, 1 << man, 0), normal_mag))
+        mag, huge, is_zero, sign, inf, nan = self.cut(m, "rounded", mag, huge, is_zero, sign, inf, nan)
 
         # Specials and overflow.
         max_mag = fmt.max_mag_code
@@ -197,15 +257,15 @@ class FloatEncoder(wiring.Component):
             big_mag, big_nan = 0, Const(1, 1)
         else:
             big_mag, big_nan = max_mag, Const(0, 1)
-        result_mag = Mux(v.inf | overflow, big_mag, Mux(is_zero, 0, mag))
-        is_nan = v.nan | ((v.inf | overflow) & big_nan)
+        result_mag = Mux(inf | overflow, big_mag, Mux(is_zero, 0, mag))
+        is_nan = nan | ((inf | overflow) & big_nan)
         if fmt.style == "fnu":
-            is_nan = is_nan | v.sign | is_zero
+            is_nan = is_nan | sign | is_zero
         if not fmt.has_nan:
             is_nan = Const(0, 1)
-            result_mag = Mux(v.nan, 0, result_mag)
+            result_mag = Mux(nan, 0, result_mag)
         em = fmt.exp_bits + man
-        sign = v.sign & ~v.nan
+        sign = sign & ~nan
         if fmt.style == "fnuz":
             sign = sign & (result_mag != 0)
         packed = Cat(result_mag[:em], sign) if fmt.signed else result_mag[:em]

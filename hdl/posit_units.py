@@ -72,6 +72,9 @@ def shift_right_sticky(m, value, amount, fill=0, name="align"):
     width = len(value)
     fill = Const(fill, 1) if isinstance(fill, int) else fill
     lost = Const(0, 1)
+    bits = min(len(amount), (width - 1).bit_length())
+    if len(amount) > bits:                       # amounts >= 2**bits (>= width) shift everything out
+        amount = Cat(amount[:bits], amount[bits:].any())
     for j in range(len(amount)):
         step = 1 << j
         if step < width:
@@ -93,33 +96,54 @@ def posit_magnitude(m, code, n, name="mag"):
     return sign, wire(m, Mux(sign, -code, code)[:n], name)
 
 
+def leading_zeros(value):
+    """(count, empty): leading zeros of `value` (a power-of-two width), by a tree of halves;
+    count is meaningless when empty (value == 0)."""
+    width = len(value)
+    if width == 1:
+        return Const(0, 0), ~value[0]
+    high, high_empty = leading_zeros(value[width // 2:])
+    low, low_empty = leading_zeros(value[:width // 2])
+    return Cat(Mux(high_empty, low, high), high_empty), high_empty & low_empty
+
+
+def _fields(m, fmt, code, polarity, name):
+    """Regime, exponent and fraction of an n-bit code read with `polarity` (see decode_signed).
+
+    The regime run is counted as leading zeros of the body XOR its first bit, padded with that
+    first bit so the all-ones body stops at n - 2; the bits after it come from one left shift of the
+    body by that count, bits read past the end of the code as zeros, as the reference reads them.
+    Returns (scale, frac): scale is signed (scale_bits), frac raw.
+    """
+    n, es, f = fmt.n, fmt.es, fmt.frac_bits
+    first = wire(m, code[n - 2], f"{name}_first")
+    run = code[:n - 2] ^ first.replicate(n - 2)  # zeros while the regime run continues
+    pad_to = 1 << (n - 2).bit_length()           # > n - 2: at least one pad bit
+    count, _ = leading_zeros(Cat(first.replicate(pad_to - (n - 2)), run))
+    count = wire(m, count, f"{name}_count")      # regime run length - 1
+    # The terminating bit lands on bit n - 1, the n - 3 bits after it below.
+    shifted = wire(m, (Cat(Const(0, 2), code[:n - 2]) << count)[:n - 1], f"{name}_shifted")
+    # k = count for a run of ones, -(count + 1) = ~count for zeros
+    k = (Cat(count, Const(0, 1)) ^ (~(first ^ polarity)).replicate(len(count) + 1)).as_signed()
+    rest = Cat(Const(0, max(es + f - (n - 3), 0)), shifted[2:])                # es + f bits
+    exponent = rest[f:f + es] ^ polarity.replicate(es)
+    scale = wire(m, Cat(exponent, k).as_signed(), f"{name}_scale")
+    return scale, wire(m, rest[:f], f"{name}_frac")
+
+
 def decode_magnitude(m, fmt, mag, name="dec"):
     """Fields of a magnitude code: dict(scale, frac, zero, nar).
 
     A nonzero, non-NaR magnitude is 2**scale * (1 + frac / 2**frac_bits): scale is signed (scale_bits),
-    frac has fmt.frac_bits bits. The regime is counted as leading zeros of the body XOR its first
-    bit, on a pad of that first bit so the all-ones body (maxpos) stops at n - 2; bits read past
-    the end of the code come out as zeros, as the reference reads them.
+    frac has fmt.frac_bits bits.
     """
-    n, es, f = fmt.n, fmt.es, fmt.frac_bits
+    n = fmt.n
     zero = ~mag.any()
     nar = mag[n - 1]
     if n == 2:                                   # the only finite nonzero magnitude is 1.0
         return dict(scale=Const(0, signed(2)), frac=Const(0, 0), zero=zero, nar=nar)
-    first = wire(m, mag[n - 2], f"{name}_first")
-    run = mag[:n - 2] ^ first.replicate(n - 2)   # zeros while the regime run continues
-    pad_to = 1 << (n - 2).bit_length()           # > n - 2: at least one pad bit
-    padded = Cat(first.replicate(pad_to - (n - 2)), run)
-    count_bits = (pad_to - 1).bit_length()
-    shifted, count = normalize(m, padded, fill=first, count_bits=count_bits, name=f"{name}_regime")
-    # count = regime run length - 1; k = count for a run of ones, -(count + 1) = ~count for zeros
-    k = (Cat(count, Const(0, 1)) ^ (~first).replicate(count_bits + 1)).as_signed()
-    rest = (shifted ^ first.replicate(pad_to))[pad_to - (n - 2):pad_to - 1]   # n - 3 bits
-    rest = Cat(Const(0, max(es + f - (n - 3), 0)), rest)                      # es + f bits
-    exponent = rest[f:]
-    scale = wire(m, Cat(exponent, k).as_signed(), f"{name}_scale")
-    return dict(scale=scale, frac=wire(m, rest[:f], f"{name}_frac"), zero=wire(m, zero, f"{name}_zero"),
-                nar=nar)
+    scale, frac = _fields(m, fmt, mag, Const(0, 1), name)
+    return dict(scale=scale, frac=frac, zero=wire(m, zero, f"{name}_zero"), nar=nar)
 
 
 def decode(m, fmt, code, name="dec"):
@@ -128,13 +152,125 @@ def decode(m, fmt, code, name="dec"):
     return dict(sign=sign, **decode_magnitude(m, fmt, mag, name))
 
 
+def decode_signed(m, fmt, code, name="dec"):
+    """dict(sign, scale, sig, zero, nar) of an n-bit posit code, without negating it.
+
+    A nonzero, non-NaR code is sig * 2**(scale - frac_bits) with sig a signed frac_bits + 2 bit
+    significand whose two top bits differ: 01.frac (in [1, 2)) or 10.frac (in [-2, -1)); sig is 0
+    for zero. A negative code reads as its one's complement with ones past its end, so regime and
+    exponent come out XORed with the sign while the fraction bits stay as they are in the code.
+    """
+    n = fmt.n
+    sign = code[n - 1]
+    empty = wire(m, ~code[:n - 1].any(), f"{name}_empty")
+    zero, nar = wire(m, empty & ~sign, f"{name}_zero"), empty & sign
+    if n == 2:                                   # 1 = 01 * 2**0, -1 = 10 * 2**-1
+        scale, frac = Cat(sign, sign).as_signed(), Const(0, 0)
+    else:
+        scale, frac = _fields(m, fmt, code, sign, name)
+    return dict(sign=sign, scale=scale, sig=Cat(frac, ~sign & ~zero, sign).as_signed(), zero=zero, nar=nar)
+
+
+def normalize_signed(m, value, name="norm"):
+    """(shifted, count): two's complement `value` (>= 2 bits) shifted left until its two top bits
+    differ, zeros shifted in.
+
+    count = leading copies of the sign bit minus one (len(value) - 1 for 0 and -1).
+    Stage j shifts by 2**j when the top 2**j + 1 bits are all equal.
+    """
+    value = value.as_unsigned()
+    width = len(value)
+    count_bits = (width - 1).bit_length()
+    count = []
+    for j in reversed(range(count_bits)):
+        step = 1 << j
+        if step < width - 1:
+            top = value[width - step - 1:]
+            same = ~(top[:-1] ^ top[1:]).any()
+            shifted = Cat(Const(0, step), value[:width - step])
+        else:
+            same = ~(value[:-1] ^ value[1:]).any()
+            shifted = Cat(Const(0, width - 1), value[-1])
+        same = wire(m, same, f"{name}_same{j}")
+        value = wire(m, Mux(same, shifted, value), f"{name}_{j}")
+        count.append(same)
+    return value, Cat(*reversed(count))
+
+
 # ----- rounding -----------------------------------------------------------------------------------
+
+def at_least(value, constant):
+    """value >= constant (unsigned value, integer constant) as plain logic, not a carry chain."""
+    if constant >= 1 << len(value):
+        return Const(0, 1)
+    result = Const(1, 1)                          # value[:index] >= constant's low bits
+    for index, bit in enumerate(value):
+        result = bit & result if (constant >> index) & 1 else bit | result
+    return result
+
 
 def _sign_extend(value, width):
     value = value.as_signed()
     if len(value) >= width:
         return value
     return Cat(value, value[-1].replicate(width - len(value))).as_signed()
+
+
+def round_body(m, fmt, polarity, scale, frac, sticky=0, one_shift=False, name="enc"):
+    """(body, up): the n - 1 bit body of the posit string of 2**scale * (polarity ? -2 : 1) + frac
+    (+ tiny if sticky) truncated, and whether RNE rounds it up; out-of-range scales give the
+    clamped body (±maxpos, ±minpos) with up = 0.
+
+    polarity 0: frac is the fraction of 1.frac; polarity 1: the string is the two's complement
+    one of the negative value, its regime and exponent bits inverted and the fraction kept.
+    one_shift: one shift operator and a masked sticky instead of a stage-by-stage sticky shifter
+    (same function; which maps to fewer ECP5 LUTs depends on the surrounding logic).
+    """
+    n, es, f = fmt.n, fmt.es, fmt.frac_bits
+    sticky = Const(sticky, 1) if isinstance(sticky, int) else sticky
+    keep = f + 1                                  # fraction bits that can survive, plus a guard bit
+    if len(frac) > keep:
+        sticky = frac[:len(frac) - keep].any() | sticky
+        frac = frac[len(frac) - keep:]
+    else:
+        frac = Cat(Const(0, keep - len(frac)), frac)
+    scale = _sign_extend(scale, es + 2)
+    k = scale[es:].as_signed()
+    k_negative = wire(m, k[-1], f"{name}_k_negative")
+    # Regime seed "10" (k >= 0) or "01" (k < 0), shifted right by k or -k-1 with copies of its top.
+    seed = k_negative ^ polarity
+    string = Cat(frac, scale[:es] ^ polarity.replicate(es), seed, ~seed)
+    length = len(string)                          # max(n, es + 3)
+    # Out of range (k >= n - 2: maxpos, k < 2 - n: minpos) the run saturates at n - 2: the body is
+    # then all copies of the seed's top bit (+-maxpos or -minpos of that polarity), or all copies
+    # of the other bit followed by a guard 1, which `tiny` turns into +minpos or -maxpos.
+    run_bits = (n - 2).bit_length()
+    run = k.as_unsigned() ^ k_negative.replicate(len(k))    # k or -k - 1
+    out = wire(m, at_least(run, n - 2), f"{name}_out")
+    run = wire(m, Mux(out, n - 2, run[:run_bits]), f"{name}_run") if run_bits else Const(0, 0)
+    tiny = wire(m, out & seed, f"{name}_tiny")
+    if one_shift:
+        # One arithmetic shift; sticky = OR of the string bits below position length - n + run.
+        shifted = wire(m, (string.as_signed() >> run).as_unsigned(), f"{name}_shifted")
+        below = Cat(Const(1, 1).replicate(length - n),
+                    Cat(run > index for index in range(n)))
+        sticky = wire(m, (string & below).any(), f"{name}_lost") | sticky
+    else:
+        shifted, lost = shift_right_sticky(m, string, run, fill=~seed, name=f"{name}_regime")
+        sticky = shifted[:length - n].any() | lost | sticky
+    body = shifted[length - (n - 1):]
+    guard = shifted[length - n]
+    up = wire(m, guard & (sticky | body[0]) & ~tiny, f"{name}_up")
+    body = Cat(body[0] | tiny, body[1:])
+    return body, up
+
+
+def posit_code(m, fmt, sign, body, up, zero=0, nar=0, name="enc"):
+    """Cat(body + up, sign), or 0 for zero, or NaR (which wins): the kill acts before the adder."""
+    zero, nar = (Const(v, 1) if isinstance(v, int) else v for v in (zero, nar))
+    kill = wire(m, zero | nar, f"{name}_kill")
+    low = (body & (~kill).replicate(len(body))) + (up & ~kill)
+    return Cat(low[:fmt.n - 1], Mux(nar, 1, sign & ~zero))
 
 
 def round_to_posit(m, fmt, sign, scale, frac, sticky=0, zero=0, nar=0, name="enc"):
@@ -145,34 +281,21 @@ def round_to_posit(m, fmt, sign, scale, frac, sticky=0, zero=0, nar=0, name="enc
     regime+exponent+fraction bit string, ties to the even pattern; magnitudes above maxpos give
     maxpos and nonzero ones below minpos give minpos. `nar` wins over `zero`, which wins over the value.
     """
-    n, es, f = fmt.n, fmt.es, fmt.frac_bits
-    keep = f + 1                                  # fraction bits that can survive, plus a guard bit
-    if len(frac) > keep:
-        sticky = frac[:len(frac) - keep].any() | sticky
-        frac = frac[len(frac) - keep:]
-    else:
-        frac = Cat(Const(0, keep - len(frac)), frac)
-    scale = _sign_extend(scale, es + 2)
-    k = scale[es:].as_signed()
-    k_negative = wire(m, k[-1], f"{name}_k_negative")
-    # Regime seed "10" (k >= 0) or "01" (k < 0), arithmetically shifted right by k or -k-1.
-    string = Cat(frac, scale[:es], k_negative, ~k_negative)
-    length = len(string)                          # max(n, es + 3)
-    run = (k ^ k_negative.replicate(len(k)))[:(n - 3).bit_length()] if n > 3 else Const(0, 0)
-    shifted, lost = shift_right_sticky(m, string, run, fill=~k_negative, name=f"{name}_regime")
-    body = shifted[length - (n - 1):]
-    guard = shifted[length - n]
-    sticky = shifted[:length - n].any() | lost | sticky
-    up = guard & (sticky | body[0])
-    above = k >= n - 2                            # scale >= max_scale: maxpos
-    below = k < 2 - n                             # scale < -max_scale: minpos
-    body = wire(m, Mux(above, Const((1 << (n - 1)) - 1, n - 1), Mux(below, Const(1, n - 1), body)),
-                f"{name}_body")
-    up = wire(m, up & ~above & ~below, f"{name}_up")
+    body, up = round_body(m, fmt, Const(0, 1), scale, frac, sticky, name)
     # -(body + up) = ~body + (1 - up): one adder rounds and negates.
-    low = (body ^ sign.replicate(n - 1)) + (up ^ sign)
-    code = Cat(low[:n - 1], sign)
-    return Mux(nar, fmt.nar_code, Mux(zero, 0, code))
+    n = fmt.n
+    return posit_code(m, fmt, sign, body ^ sign.replicate(n - 1), up ^ sign, zero, nar, name)
+
+
+def round_signed(m, fmt, sign, scale, frac, sticky=0, zero=0, nar=0, name="enc"):
+    """The n-bit posit code of 2**scale * (sign ? -2 + 0.frac : 1 + 0.frac) (+ tiny), rounded once,
+    RNE, without negating anything: the two's complement significand of decode_signed.
+
+    frac: fraction bits, MSB first, any width; sticky: the exact value lies strictly above the given
+    bits (towards +infinity, by less than one unit of frac's LSB). Clamps as round_to_posit.
+    """
+    body, up = round_body(m, fmt, sign, scale, frac, sticky, name)
+    return posit_code(m, fmt, sign, body, up, zero, nar, name)
 
 
 # ----- Components on the common unpacked layout ---------------------------------------------------

@@ -15,7 +15,7 @@ from amaranth import ClockSignal, Instance, Module, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..boards import get_board, synthesize
+from ..boards import synthesize
 from ..errors import BuildError, FormaError, SpecError
 from ..generators.backends import ExportOptions, load_inputs
 from ..generators.qonnx_import import execute_onnx, import_qonnx

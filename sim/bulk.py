@@ -18,11 +18,19 @@ CHUNK_LIMIT = 1 << 20  # vectors per memory load
 
 
 def _hex_lines(values, width):
-    """Fixed-width hex text, one value per line (vectorized: ~10 ms per million values)."""
+    """Fixed-width hex text, one value per line (vectorized: ~10 ms per million values).
+
+    values: 1-D uint64, or 2-D (n, words) uint64 holding wider values as little-endian words.
+    """
     digits = max(1, (width + 3) // 4)
     values = np.asarray(values, dtype=np.uint64)
-    shifts = np.arange(digits - 1, -1, -1, dtype=np.uint64) * np.uint64(4)
-    nibbles = (values[:, None] >> shifts) & np.uint64(15)
+    if values.ndim == 1:
+        values = values[:, None]
+    word = np.arange(digits - 1, -1, -1) // 16                   # the word each digit comes from
+    if word[0] >= values.shape[1]:
+        raise ValueError(f"{width}-bit values need {word[0] + 1} 64-bit words, got {values.shape[1]}")
+    shifts = (np.arange(digits - 1, -1, -1, dtype=np.uint64) % np.uint64(16)) * np.uint64(4)
+    nibbles = (values[:, word] >> shifts) & np.uint64(15)
     table = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
     text = np.empty((len(values), digits + 1), dtype=np.uint8)
     text[:, :digits] = table[nibbles]
@@ -30,12 +38,75 @@ def _hex_lines(values, width):
     return text.tobytes()
 
 
-def checker_verilog(in_width, out_width, lanes, depth):
+def pack_fields(fields):
+    """Pack (codes, width) fields, first in the lowest bits, into payloads: (payloads, width).
+
+    Payloads are 1-D uint64 when the total width is at most 64 bits, else (n, words) uint64
+    little-endian words (the form `run_bulk` takes)."""
+    total = sum(width for _, width in fields)
+    count = len(fields[0][0]) if fields else 0
+    words = np.zeros((count, max(1, -(-total // 64))), dtype=np.uint64)
+    offset = 0
+    for codes, width in fields:
+        codes = np.asarray(codes, dtype=np.uint64) & np.uint64((1 << width) - 1)
+        word, shift = divmod(offset, 64)
+        words[:, word] |= codes << np.uint64(shift)
+        if shift + width > 64:
+            words[:, word + 1] |= codes >> np.uint64(64 - shift)
+        offset += width
+    return (words[:, 0] if total <= 64 else words), total
+
+
+@dataclass
+class Streams:
+    """Stateful designs: vectors form independent streams (e.g. a MAC's dot products between
+    `last` beats) that must stay whole and in order on one lane.
+
+    starts: bool per vector, True where a stream begins (the design's state is clear there);
+    pad / pad_expected: a one-vector stream and its result, used to even out the lanes.
+    """
+    starts: np.ndarray
+    pad: object
+    pad_expected: int
+
+
+def _layout(count, lanes, streams=None):
+    """Chunks of the work: each a (lanes, per_lane) array of vector indices, -1 for padding.
+
+    Without streams every chunk splits evenly (padding at its end); with streams, lane and chunk
+    boundaries fall on stream starts only and each lane is padded to the longest one.
+    """
+    starts = np.ones(count, dtype=bool) if streams is None else np.asarray(streams.starts, dtype=bool)
+    if count and not starts[0]:
+        raise ValueError("the first vector must start a stream")
+    cuts = np.append(np.flatnonzero(starts), count)   # allowed boundaries
+    chunks, begin = [], 0
+    while begin < count:
+        end = int(cuts[np.searchsorted(cuts, begin + CHUNK_LIMIT, side="right") - 1])
+        if end <= begin:
+            raise ValueError(f"a stream of more than {CHUNK_LIMIT} vectors does not fit one chunk")
+        size = end - begin
+        targets = begin + np.arange(1, lanes) * -(-size // lanes)
+        bounds = [begin] + [int(cuts[np.searchsorted(cuts, min(t, end))]) for t in targets] + [end]
+        per_lane = max(max(b - a for a, b in zip(bounds, bounds[1:])), 1)
+        grid = np.full((lanes, per_lane), -1, dtype=np.int64)
+        for lane, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            grid[lane, :b - a] = np.arange(a, b)
+        chunks.append(grid)
+        begin = end
+    return chunks
+
+
+def checker_verilog(in_width, out_width, lanes, depth, lane_inputs=None):
     """The checker top `top`: loads stim.hex/expect.hex on `start`, runs every lane, raises `done`.
 
     Lane l consumes vectors [l*count, (l+1)*count) where count = vectors per lane (input port).
     `stall` makes each lane's output ready follow an LFSR bit, exercising back-pressure.
+    lane_inputs: {port name: width} of extra `dut` inputs, each a top input shared by every lane.
     """
+    lane_inputs = lane_inputs or {}
+    extra_ports = "".join(f" input [{w - 1}:0] {name}," for name, w in lane_inputs.items())
+    extra_connections = "".join(f", .{name}({name})" for name in lane_inputs)
     captures = "\n".join(
         f"  output reg [31:0] err_index_{k},\n  output reg [{out_width - 1}:0] err_got_{k},"
         for k in range(CAPTURED))
@@ -46,7 +117,7 @@ def checker_verilog(in_width, out_width, lanes, depth):
   wire v{l}_o_ready = running && (!stall || lfsr[{l % 16}]);
   dut lane_{l}(.clk(clk), .rst(rst | start),
     .i__valid(v{l}_i_valid), .i__ready(v{l}_i_ready), .i__payload(stim[{l} * count + in_ptr_{l}]),
-    .o__valid(v{l}_o_valid), .o__ready(v{l}_o_ready), .o__payload(v{l}_o_payload));""" for l in range(lanes))
+    .o__valid(v{l}_o_valid), .o__ready(v{l}_o_ready), .o__payload(v{l}_o_payload){extra_connections});""" for l in range(lanes))
     lane_steps = "\n".join(f"""
       if (v{l}_i_valid && v{l}_i_ready) in_ptr_{l} <= in_ptr_{l} + 1;
       if (v{l}_o_valid && v{l}_o_ready) begin
@@ -62,7 +133,7 @@ def checker_verilog(in_width, out_width, lanes, depth):
                         for k in range(CAPTURED))
     return f"""// forma bulk checker: {lanes} lanes, {in_width}-bit vectors, {out_width}-bit results
 module top(
-  output reg clk, input rst, input start, input stall, input [31:0] count,
+  output reg clk, input rst, input start, input stall, input [31:0] count,{extra_ports}
   output reg done, output reg [63:0] mismatches, output reg [31:0] captured,
 {captures}
   output reg [63:0] cycles
@@ -118,42 +189,50 @@ class BulkResult:
 
 
 def run_bulk(component, vectors, expected, in_width, out_width, build_dir, lanes=8,
-             stall=False) -> BulkResult:
+             stall=False, streams=None) -> BulkResult:
     """Check `component` on Verilator: packed input payloads `vectors` must give `expected`.
 
-    vectors/expected: uint64 arrays of packed payloads (payload widths ≤ 64 bits), in stream order
-    per lane. The work is cut into chunks of up to CHUNK_LIMIT vectors, each split over `lanes`.
+    vectors/expected: packed payloads in stream order per lane, uint64 (1-D) or, for payloads
+    wider than 64 bits, (n, words) little-endian uint64 words (see `pack_fields`). The
+    work is cut into chunks of up to CHUNK_LIMIT vectors, each split over `lanes`; `streams`
+    (a Streams) keeps stateful streams whole on one lane.
     """
     vectors = np.asarray(vectors, dtype=np.uint64)
     expected = np.asarray(expected, dtype=np.uint64)
-    if vectors.shape != expected.shape or vectors.ndim != 1:
-        raise ValueError("vectors and expected must be 1-D arrays of the same length")
+    if vectors.ndim not in (1, 2) or expected.ndim not in (1, 2) or len(vectors) != len(expected):
+        raise ValueError("vectors and expected (1-D, or 2-D words) must have one entry per vector")
     build_dir = Path(build_dir).resolve()
     chunk_dir = build_dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
-    per_chunk = min(CHUNK_LIMIT, -(-len(vectors) // lanes) * lanes)
-    chunks = []
-    for number, start in enumerate(range(0, len(vectors), per_chunk)):
-        stim, want = vectors[start:start + per_chunk], expected[start:start + per_chunk]
-        pad = -len(stim) % lanes  # repeat the last vector; its result is known
-        stim = np.concatenate([stim, np.repeat(stim[-1:], pad)])
-        want = np.concatenate([want, np.repeat(want[-1:], pad)])
+    chunks, origin, offset = [], [], 0
+    for number, grid in enumerate(_layout(len(vectors), lanes, streams)):
+        order = grid.ravel()
+        pad = order < 0
+        if streams is None:   # repeat the chunk's last vector; its result is known
+            order = np.where(pad, order.max(), order)
+            stim, want = vectors[order], expected[order]
+        else:
+            stim, want = vectors[np.where(pad, 0, order)], expected[np.where(pad, 0, order)]
+            stim[pad], want[pad] = np.asarray(streams.pad, dtype=np.uint64), streams.pad_expected
         (chunk_dir / f"stim_{number}.hex").write_bytes(_hex_lines(stim, in_width))
         (chunk_dir / f"expect_{number}.hex").write_bytes(_hex_lines(want, out_width))
-        chunks.append({"start": start, "real": int(min(per_chunk, len(vectors) - start)),
-                       "count": len(stim) // lanes})
+        chunks.append({"start": offset, "real": int((~pad).sum()), "count": grid.shape[1]})
+        origin.append(np.where(pad, -1, order))
+        offset += len(order)
+    origin = np.concatenate(origin) if origin else np.zeros(0, dtype=np.int64)
     manifest = build_dir / "manifest.json"
     manifest.write_text(json.dumps({"chunks": chunks, "dir": str(chunk_dir), "stall": stall}))
     results = build_dir / "bulk_results.json"
     results.unlink(missing_ok=True)
-    top = checker_verilog(in_width, out_width, lanes, per_chunk) + to_verilog(component, name="dut")
+    depth = max(chunk["count"] for chunk in chunks) * lanes if chunks else lanes
+    top = checker_verilog(in_width, out_width, lanes, depth) + to_verilog(component, name="dut")
     run = run_cocotb(top, "forma.sim.tb_bulk", build_dir,
                      {"FORMA_BULK_MANIFEST": manifest, "FORMA_BULK_RESULTS": results},
                      timing=True)
     if not results.exists():
         raise RuntimeError(f"the bulk testbench did not finish; see {run['log']}")
     data = json.loads(results.read_text())
-    first = [(index, got) for index, got in data["first"] if index < len(vectors)]
+    first = [(int(origin[index]), got) for index, got in data["first"] if origin[index] >= 0]
     return BulkResult(len(vectors), data["mismatches"], first[:CAPTURED], data["seconds"],
                       run["log"], run["waves"])
 

@@ -1,7 +1,8 @@
 """Verification cases: an op on formats → the PE under test, its stimulus and the reference result.
 
 Exhaustive where the input space is small, otherwise seeded random plus every corner class;
-mismatches are described in the formats' own notation.
+mismatches are described in the formats' own notation. `dot` (MX blocks) and `mac` (streams of
+dot products) are cases of their own (sim/cases_mx.py, sim/cases_mac.py) with this interface.
 """
 import importlib
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from ..errors import SpecError
 from .formats import dot, convert, parse_format
 
 EXHAUSTIVE_LIMIT = 1 << 24  # vectors; ≤ 8-bit binary ops have 2**16
-ARITY = {"mul": 2, "add": 2, "fma": 3, "convert": 1}
+ARITY = {"mul": 2, "add": 2, "fma": 3, "convert": 1, "mac": 2, "dot": 1}
 SYMBOL = {"mul": "×", "add": "+"}
 
 # (op, operand family) → "module:Class" of the PE; float PEs also take int/fixed operands.
@@ -65,10 +66,21 @@ class Case:
     stages: int
     saturate: bool = False
 
+    exhaustive_seeded = False   # True when an exhaustive run still draws from the seed
+    default_lanes = 8           # PE copies the bulk checker runs side by side
+
     @classmethod
     def parse(cls, op, names, out=None, stages=1, saturate=False):
         if op not in ARITY:
             raise SpecError(f"unknown op '{op}'; ops: {', '.join(ARITY)}")
+        if op in ("dot", "mac"):
+            if saturate:
+                raise SpecError(f"--saturate applies to convert only, not {op}")
+            if op == "dot":
+                from .cases_mx import DotCase
+                return DotCase.parse(names, out, stages)
+            from .cases_mac import MacCase
+            return MacCase.parse(names, out, stages)
         formats = tuple(parse_format(n) for n in names)
         if op == "convert":
             if len(formats) != 2:
@@ -105,8 +117,8 @@ class Case:
         """Number of distinct input vectors."""
         return int(np.prod([float(1 << f.bits) for f in self.formats]))
 
-    def exhaustive(self):
-        """Every combination of valid codes, a varying fastest."""
+    def exhaustive(self, seed=None):
+        """Every combination of valid codes, a varying fastest (the seed is not used)."""
         axes = [f.all_codes() for f in self.formats]
         grids = np.meshgrid(*axes[::-1], indexing="ij")
         return [g.ravel() for g in grids[::-1]]
@@ -151,6 +163,10 @@ class Case:
             except ValueError:
                 out[index] = 0
         return out
+
+    def streams(self, operands):
+        """How the bulk checker must keep vectors together (None: every vector stands alone)."""
+        return None
 
     def pack(self, operands):
         """Packed input payloads: a in the low bits, then b, then c."""

@@ -9,6 +9,7 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
+from amaranth import Shape
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
 from ..generators import elaborate
@@ -16,50 +17,76 @@ from . import matmul
 from .runner import cocotb_config
 
 
-def _bits(values, fmt):
-    """Concatenate raw integers of `fmt`, element 0 in the least significant bits."""
-    word, mask = 0, (1 << fmt.bits) - 1
+def _bits(values, bits):
+    """Concatenate raw integers of `bits` bits each, element 0 in the least significant bits."""
+    word, mask = 0, (1 << bits) - 1
     for index, value in enumerate(values):
-        word |= (int(value) & mask) << (index * fmt.bits)
+        word |= (int(value) & mask) << (index * bits)
     return word
 
 
-def _unbits(word, fmt, count):
-    """The `count` raw integers of `fmt` packed in `word` (inverse of `_bits`)."""
-    mask, values = (1 << fmt.bits) - 1, []
+def _unbits(word, bits, count, signed=False):
+    """The `count` raw integers of `bits` bits packed in `word` (inverse of `_bits`)."""
+    mask, values = (1 << bits) - 1, []
     for index in range(count):
-        raw = (word >> (index * fmt.bits)) & mask
-        values.append(raw - (1 << fmt.bits) if fmt.signed and raw >> (fmt.bits - 1) else raw)
+        raw = (word >> (index * bits)) & mask
+        values.append(raw - (1 << bits) if signed and raw >> (bits - 1) else raw)
     return values
 
 
-def random_matrix(rng, fmt, shape, corners):
-    """Raw integers of `fmt`: uniform, or (corners) drawn from {min, max, 0, 1, -1}."""
-    if not corners:
-        return rng.integers(fmt.raw_min, fmt.raw_max, shape, endpoint=True).astype(object)
-    pool = sorted({fmt.raw_min, fmt.raw_max, 0, min(1, fmt.raw_max), max(-1, fmt.raw_min)})
-    return rng.choice(np.array(pool, dtype=object), shape)
+def _width(shape):
+    return Shape.cast(shape).width
+
+
+def random_matrix(rng, fmt, shape, corners, allow_nan=True):
+    """Raw integers (integer formats) or codes of `fmt`: uniform, or (corners) drawn from the
+    corner classes: {min, max, 0, 1, -1} for integers; +-0, +-1, +-max, +-min, inf, NaN/NaR."""
+    if fmt.family == "int":
+        if not corners:
+            return rng.integers(fmt.raw_min, fmt.raw_max, shape, endpoint=True).astype(object)
+        pool = sorted({fmt.raw_min, fmt.raw_max, 0, min(1, fmt.raw_max), max(-1, fmt.raw_min)})
+        return rng.choice(np.array(pool, dtype=object), shape)
+    codes = np.arange(1 << fmt.bits)
+    values = fmt.decode(codes)
+    usable = ~np.isnan(values) | allow_nan
+    if corners:
+        finite = np.isfinite(values) & (values != 0)
+        magnitude = np.where(finite, np.abs(values), np.nan)
+        pool = {int(c) for c in codes[values == 0]} | {int(c) for c in codes[np.isinf(values)]}
+        pool |= {int(c) for c in codes[np.abs(values) == 1]}
+        pool |= {int(c) for c in codes[magnitude == np.nanmax(magnitude)]}
+        pool |= {int(c) for c in codes[magnitude == np.nanmin(magnitude)]}
+        pool |= {int(c) for c in codes[np.isnan(values)][:1]}
+        codes = np.array(sorted(pool))
+        usable = usable[codes]
+    return rng.choice(codes[usable], shape).astype(object)
 
 
 class Stream:
     """The beats of one matmul for the array's ports, and their expected outputs in order."""
 
     def __init__(self, array, a, b):
-        self.array = array
-        rows, cols = array.rows, array.cols
+        self.array, self.sums = array, matmul.sums_for(array)
+        rows, cols, lanes = array.rows, array.cols, array.lanes
+        self.a_bits, self.w_bits = _width(lanes.a_shape), _width(lanes.w_shape)
+        self.word_bits, self.word_signed = _width(lanes.word_shape), array.family == "int"
         if array.dataflow == "ws":
-            self.passes = matmul.ws_schedule(a, b, rows, cols)
-            self.expected = matmul.ws_outputs(self.passes, array.acc_format)
-            self.loads = [_bits(row, array.w_format) for p in self.passes for row in p.weights]
+            self.passes = matmul.ws_schedule(a, b, rows, cols, self.sums.pads)
+            self.expected = matmul.ws_outputs(self.passes, self.sums)
+            self.loads = [_bits(row, self.w_bits) for p in self.passes for row in p.weights]
             self.beats = [(p, m) for p in range(len(self.passes))
                           for m in range(len(self.passes[p].activations))]
         else:
-            self.tiles = matmul.os_schedule(a, b, rows, cols)
-            self.expected = matmul.os_outputs(self.tiles, array.acc_format)
+            self.tiles = matmul.os_schedule(a, b, rows, cols, self.sums.pads)
+            self.expected = matmul.os_outputs(self.tiles, self.sums)
             self.loads = []
             self.beats = [(t, k) for t in range(len(self.tiles))
                           for k in range(len(self.tiles[t].a_columns))]
-        self.results = [[] for _ in self.expected]   # rows received, per pass or tile
+        self.rounded = array.out_format is not None
+        self.expected_codes = ([self.sums.round(out) for out in self.expected]
+                               if self.rounded else None)
+        self.results = [[] for _ in self.expected]   # words received, per pass or tile
+        self.codes = [[] for _ in self.expected]     # rounded codes received
         self.flat = [(index, row) for index, out in enumerate(self.expected)
                      for row in range(len(out))]
         self.received = 0
@@ -68,7 +95,7 @@ class Stream:
         """(payload, ready to send): the input payload of beat `index`; a ws beat whose psum comes
         from an earlier pass waits until that pass's output row has arrived."""
         array, (unit, k) = self.array, self.beats[index]
-        a_fmt, acc_fmt = array.a_format, array.acc_format
+        a_bits, word_bits = self.a_bits, self.word_bits
         if array.dataflow == "ws":
             step = self.passes[unit]
             if step.source is None:
@@ -77,26 +104,51 @@ class Stream:
                 psum = self.results[step.source][k]
             else:
                 return None, False
-            word = _bits(step.activations[k], a_fmt)
-            word |= _bits(psum, acc_fmt) << (array.rows * a_fmt.bits)
-            word |= int(k == 0) << (array.rows * a_fmt.bits + array.cols * acc_fmt.bits)
+            word = _bits(step.activations[k], a_bits)
+            word |= _bits(psum, word_bits) << (array.rows * a_bits)
+            word |= int(k == 0) << (array.rows * a_bits + array.cols * word_bits)
             return word, True
         tile = self.tiles[unit]
-        word = _bits(tile.a_columns[k], a_fmt)
-        word |= _bits(tile.b_rows[k], array.w_format) << (array.rows * a_fmt.bits)
+        word = _bits(tile.a_columns[k], a_bits)
+        word |= _bits(tile.b_rows[k], self.w_bits) << (array.rows * a_bits)
         last = k == len(tile.a_columns) - 1
-        word |= int(last) << (array.rows * a_fmt.bits + array.cols * array.w_format.bits)
+        word |= int(last) << (array.rows * a_bits + array.cols * self.w_bits)
         return word, True
 
     def receive(self, word):
+        """Record one output beat; returns a mismatch message or None."""
         index, row = self.flat[self.received]
-        self.results[index].append(_unbits(word, self.array.acc_format, self.array.cols))
+        cols, array = self.array.cols, self.array
         self.received += 1
-        return index, row
+        problems = []
+        if self.rounded:
+            code_word = word >> (cols * self.word_bits) if array.dataflow == "ws" else word
+            got = _unbits(code_word, array.out_format.bits, cols)
+            self.codes[index].append(got)
+            want = [int(v) for v in self.expected_codes[index][row]]
+            if got != want:
+                problems.append(f"codes got {got}, expected {want} ({array.out_format.name})")
+        if not self.rounded or array.dataflow == "ws":
+            got = _unbits(word, self.word_bits, cols, self.word_signed)
+            self.results[index].append(got)
+            want = [int(v) for v in self.expected[index][row]]
+            if got != want:
+                problems.append(f"got {got}, expected {want} ({self.describe()})")
+        if problems:
+            unit = "pass" if array.dataflow == "ws" else "tile"
+            return f"{unit} {index} output row {row}: " + "; ".join(problems)
+        return None
+
+    def describe(self):
+        if self.array.family == "int":
+            return self.array.acc_format.name
+        return (f"column words: {self.sums.acc_bits}-bit sum in units of 2**{self.sums.lsb}, "
+                f"then flags nan, pos_inf, neg_inf, plus")
 
     def product(self, shape):
-        """C assembled from the received outputs."""
-        outputs = [np.array(rows, dtype=object) for rows in self.results]
+        """C assembled from the received outputs (rounded codes when the array rounds)."""
+        received = self.codes if self.rounded else self.results
+        outputs = [np.array(rows, dtype=object) for rows in received]
         if self.array.dataflow == "ws":
             return matmul.ws_assemble(self.passes, outputs, shape)
         return matmul.os_assemble(self.tiles, outputs, shape)
@@ -133,11 +185,8 @@ async def run_stream(dut, stream, rng, full_rate):
             last_accept = cycles
             sent += 1
         if dut.o__valid.value and ready:
-            index, row = stream.receive(dut.o__payload.value.to_unsigned())
-            got, want = stream.results[index][row], list(stream.expected[index][row])
-            assert got == want, (
-                f"{'pass' if array.dataflow == 'ws' else 'tile'} {index} output row {row}: "
-                f"got {got}, expected {want} ({array.acc_format.name})")
+            problem = stream.receive(dut.o__payload.value.to_unsigned())
+            assert problem is None, problem
         cycles += 1
     assert stream.done, (f"only {stream.received} of {len(stream.flat)} output rows after "
                          f"{cycles} cycles")
@@ -146,10 +195,14 @@ async def run_stream(dut, stream, rng, full_rate):
 
 
 def check_product(stream, a, b):
-    """The hardware's assembled C equals the direct (untiled) reference."""
+    """The hardware's assembled C equals the direct (untiled) reference: `formats.dot` rounded
+    once per element for rounding arrays, else the untiled integers or column words."""
     shape = (np.shape(a)[0], np.shape(b)[1])
     got = stream.product(shape)
-    want = matmul.matmul_reference(a, b, stream.array.acc_format)
+    if stream.rounded:
+        want = matmul.exact_reference(a, b, stream.sums)
+    else:
+        want = matmul.matmul_reference(a, b, stream.sums)
     bad = np.argwhere(got != want)
     assert not len(bad), (f"C{tuple(bad[0])} of a {shape[0]}x{np.shape(a)[1]} @ "
                           f"{np.shape(a)[1]}x{shape[1]} matmul: got {got[tuple(bad[0])]}, "
@@ -163,7 +216,10 @@ async def array_matches_reference(dut):
     array = elaborate(spec)
     rng = np.random.default_rng(seed)
     rows, cols = array.rows, array.cols
-    dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.plan.factor}")
+    dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.factor}")
+    # A rounding format without NaN cannot take a NaN sum (the reference refuses it).
+    out = array.out_format
+    allow_nan = out is None or out.family == "posit" or out.has_nan
 
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
@@ -183,8 +239,8 @@ async def array_matches_reference(dut):
     else:
         k = max(rows, 8)
         shape = (rows * max(2, count // (2 * n * rows)), k, n)
-    a = random_matrix(rng, array.a_format, shape[:2], False)
-    b = random_matrix(rng, array.w_format, shape[1:], False)
+    a = random_matrix(rng, array.a_format, shape[:2], False, allow_nan)
+    b = random_matrix(rng, array.w_format, shape[1:], False, allow_nan)
     stream = Stream(array, a, b)
     stats = await run_stream(dut, stream, rng, True)
     check_product(stream, a, b)
@@ -200,8 +256,8 @@ async def array_matches_reference(dut):
         shape = (int(rng.integers(1, 3 * rows + 2)), int(rng.integers(1, 3 * rows + 2)),
                  int(rng.integers(1, 2 * cols + 2)))
         corners = rng.random() < 0.3
-        a = random_matrix(rng, array.a_format, shape[:2], corners)
-        b = random_matrix(rng, array.w_format, shape[1:], corners)
+        a = random_matrix(rng, array.a_format, shape[:2], corners, allow_nan)
+        b = random_matrix(rng, array.w_format, shape[1:], corners, allow_nan)
         stream = Stream(array, a, b)
         await run_stream(dut, stream, rng, False)
         check_product(stream, a, b)

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import cocotb
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import RisingEdge, with_timeout
 
 from .bulk import CAPTURED
+from .tb_util import clock_period, handshake_limit
 
 
 @cocotb.test()
@@ -21,7 +22,7 @@ async def bulk_check(dut):
     chunk_dir = Path(manifest["dir"])
     dut.rst.value, dut.start.value = 1, 0
     dut.stall.value = int(manifest["stall"])
-    await RisingEdge(dut.clk)
+    period = await clock_period(dut)
     dut.rst.value = 0
     mismatches, first, seconds = 0, [], 0.0
     for number, chunk in enumerate(manifest["chunks"]):
@@ -32,7 +33,12 @@ async def bulk_check(dut):
         await RisingEdge(dut.clk)
         dut.start.value = 0
         began = time.perf_counter()
-        await RisingEdge(dut.done)
+        try:
+            await with_timeout(RisingEdge(dut.done), handshake_limit(period, chunk["count"]), "step")
+        except TimeoutError:
+            raise AssertionError(f"chunk {number}: the PE stopped answering (no result for "
+                                 f"{4 * chunk['count'] + 1000} cycles): a stuck valid/ready "
+                                 f"handshake") from None
         seconds += time.perf_counter() - began
         mismatches += int(dut.mismatches.value)
         for k in range(min(int(dut.captured.value), CAPTURED)):

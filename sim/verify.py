@@ -27,14 +27,16 @@ class Verdict:
 
     @property
     def summary(self):
-        how = "exhaustive" if self.mode == "exhaustive" else f"random, seed {self.seed}"
+        seeded = self.mode == "random" or self.case.exhaustive_seeded
+        how = self.mode + (f", seed {self.seed}" if seeded else "")
         return f"{self.vectors} vectors, {self.mismatches} mismatches ({how})"
 
 
-def verify(case: Case, build_dir, exhaustive=None, vectors=1_000_000, seed=1, lanes=8,
-           stall=False, log=sys.stderr) -> Verdict:
+def verify(case: Case, build_dir, exhaustive=None, vectors=1_000_000, seed=1, lanes=None,
+           stall=False, log=None) -> Verdict:
     """Check `case`'s PE against the reference. exhaustive=None: exhaustive when the whole input
-    space has at most 2**16 vectors, else `vectors` seeded random ones (corner classes first)."""
+    space has at most 2**16 vectors, else `vectors` seeded random ones (corner classes first).
+    lanes=None: the case's default number of PE copies."""
     if exhaustive is None:
         exhaustive = case.space <= 1 << 16
     if exhaustive and case.space > EXHAUSTIVE_LIMIT:
@@ -42,9 +44,11 @@ def verify(case: Case, build_dir, exhaustive=None, vectors=1_000_000, seed=1, la
                         f"{EXHAUSTIVE_LIMIT}: use --vectors N for a seeded random run")
     if not exhaustive and vectors < 1:
         raise SpecError(f"--vectors {vectors}: give a positive vector count")
+    lanes = lanes or case.default_lanes
+    log = log or sys.stderr       # looked up per call: the stream may be replaced after import
     seconds, start = {}, time.perf_counter()
     component = case.component()
-    operands = case.exhaustive() if exhaustive else case.random(vectors, seed)
+    operands = case.exhaustive(seed) if exhaustive else case.random(vectors, seed)
     expected = np.asarray(case.reference(operands), dtype=np.uint64)
     packed, width = case.pack(operands)
     seconds["reference"] = time.perf_counter() - start
@@ -52,7 +56,7 @@ def verify(case: Case, build_dir, exhaustive=None, vectors=1_000_000, seed=1, la
           f"{component.latency}; building on Verilator", file=log, flush=True)
     start = time.perf_counter()
     result = run_bulk(component, packed, expected, width, case.out.bits, build_dir,
-                      lanes=lanes, stall=stall)
+                      lanes=lanes, stall=stall, streams=case.streams(operands))
     seconds["simulate"] = time.perf_counter() - start
     seconds["sim_only"] = result.sim_seconds
     first = [case.describe(operands, index, got, int(expected[index]))

@@ -2,7 +2,8 @@
 
 Each simulated spec runs a full-rate tiled matmul (throughput measured, >= 95% of rows x cols
 MACs/cycle required) and random ragged matmuls with corner values under valid gaps, weight-load
-gaps and output back-pressure, all compared bit-exactly with the reference.
+gaps and output back-pressure, all compared bit-exactly with the reference: integers wrapped to
+the accumulator, minifloat/posit arrays as exact column words or rounded once per element.
 """
 import json
 
@@ -23,6 +24,11 @@ REGRESSION = [
     "array rows=3 cols=4 a=uint8 w=int2 acc=int12 dataflow=os",  # W2A8, wrapping accumulator
     "array rows=4 cols=2 a=int8 w=int2_narrow",                  # ternary weights, packed
     "array rows=2 cols=3 a=int16 w=int16",                       # 16-bit, odd shape
+    # Exact arrays: NaN/inf/-0 corners, ragged tiles, reloads and stalls as above.
+    "array rows=2 cols=3 a=float8_e4m3fn w=float8_e5m2 out=float16",          # FP8 mixed, ws
+    "array rows=3 cols=2 a=float4_e2m1fn w=float8_e4m3fn out=float8_e4m3fn dataflow=os",
+    "array rows=2 cols=2 a=posit(8,0) w=posit(8,0) out=posit(8,0)",           # posit, ws
+    "array rows=2 cols=3 a=posit(8,0) w=posit(8,0) dataflow=os",              # exact words, os
 ]
 
 
@@ -46,7 +52,10 @@ def test_array_matches_reference(spec, seed, tmp_path_factory):
 @pytest.mark.sim
 @pytest.mark.bench
 @pytest.mark.parametrize("spec", ["array rows=8 cols=8 a=int8 w=int8",
-                                  "array rows=8 cols=8 a=int8 w=int4 dataflow=os"])
+                                  "array rows=8 cols=8 a=int8 w=int4 dataflow=os",
+                                  "array rows=8 cols=8 a=float8_e4m3fn w=float8_e4m3fn "
+                                  "out=float8_e4m3fn dataflow=os",
+                                  "array rows=8 cols=8 a=posit(8,0) w=posit(8,0) out=posit(8,0)"])
 def test_large_array_throughput(spec, seed, tmp_path_factory):
     stats = run_array(spec, seed, 4000, tmp_path_factory.mktemp("array"))
     assert stats["macs_per_cycle"] >= 0.95 * stats["ideal"], stats
@@ -101,7 +110,17 @@ def test_accumulator_and_packing_defaults(spec, acc, factor, multipliers):
     ("array a=int8 w=int8 packing=2", "packing=2: 2 products int8 x int8"),
     ("array a=int8 w=int4 cols=3 packing=2", "must divide the 3 columns"),
     ("array rows=8 length=4", "length=4: one ws pass sums rows=8"),
-    ("array a=float8_e4m3fn", "integer formats"),
+    ("array a=float8_e4m3fn", "w=int8: exact arrays take minifloat or posit"),
+    ("array a=mxfp8_e4m3", "a=mxfp8_e4m3: array PEs take integer, minifloat or posit"),
+    ("array a=float8_e8m0fnu w=float8_e4m3fn", "a=float8_e8m0fnu: an array operand needs a zero"),
+    ("array a=float8_e4m3fn w=float8_e4m3fn acc=int20", "acc=int20: 1024 exact products .* "
+     "need a 47-bit accumulator"),
+    ("array a=posit(8,0) w=posit(8,0) acc=fixed<40,8>", "acc=fixed<40,8>: an exact array"),
+    ("array a=float32 w=float32", "length=1024: the exact accumulator .* 565 bits"),
+    ("array a=float8_e4m3fn w=float8_e4m3fn out=int8", "out=int8: exact arrays take"),
+    ("array a=int8 w=int8 out=float16", "out=float16: integer arrays"),
+    ("array a=float8_e4m3fn w=float8_e4m3fn packing=2", "packing=2: minifloat/posit arrays"),
+    ("array a=posit(8,0) w=posit(8,0) length=0", "length=0"),
     ("array a=int17", "1..16"),
     ("array rows=x", "rows=x: expected an integer"),
 ])
@@ -110,6 +129,78 @@ def test_bad_parameters_name_the_parameter(spec, words):
         elaborate(spec)
 
 
+EXACT_PAIRS = [("float8_e4m3fn", "float8_e5m2", "float16"),
+               ("float4_e2m1fn", "float8_e4m3fn", "float8_e4m3fn"),
+               ("posit(8,0)", "posit(8,0)", "posit(8,0)"),
+               ("float8_e4m3fn", "float8_e4m3fn", "bfloat16")]
+
+
+def random_codes(rng, fmt, shape):
+    """Uniform codes, with 60% of entries a signed zero (so all -0 sums and cancellations occur)."""
+    codes = rng.integers(0, 1 << fmt.bits, shape)
+    zeros = (1 << (fmt.bits - 1)) * rng.integers(0, 2, shape) if fmt.family == "float" else 0
+    return np.where(rng.random(shape) < 0.6, zeros, codes)
+
+
+@pytest.mark.parametrize("a_name, w_name, out_name", EXACT_PAIRS)
+def test_exact_tiled_equals_dot(a_name, w_name, out_name, seed):
+    """Tiled column words, rounded once, equal `formats.dot(..., "exact")` element by element."""
+    rng = np.random.default_rng(seed)
+    checked = 0
+    for trial in range(24):
+        rows, cols = (int(x) for x in rng.integers(1, 5, 2))
+        array = elaborate(f"array rows={rows} cols={cols} a={a_name} w={w_name} out={out_name}")
+        sums = matmul.sums_for(array)
+        m, k, n = (int(x) for x in rng.integers(1, 10, 3))
+        a = random_codes(rng, array.a_format, (m, k)) if trial % 2 else \
+            rng.integers(0, 1 << array.a_format.bits, (m, k))
+        b = random_codes(rng, array.w_format, (k, n)) if trial % 2 else \
+            rng.integers(0, 1 << array.w_format.bits, (k, n))
+        if not getattr(array.out_format, "has_nan", True):   # FP4/FP6 outputs: no NaN sums
+            a = np.where(np.isnan(array.a_format.decode(a)), 0, a)
+            b = np.where(np.isnan(array.w_format.decode(b)), 0, b)
+        want = matmul.exact_reference(a, b, sums)
+        for dataflow in ("ws", "os"):
+            got = sums.round(matmul.tiled_matmul(a, b, rows, cols, sums, dataflow))
+            bad = np.argwhere(np.asarray(got) != want)
+            assert not len(bad), (f"seed {seed}: C{tuple(bad[0])} of {m}x{k} @ {k}x{n} on "
+                                  f"{rows}x{cols} {dataflow}: got {got[tuple(bad[0])]}, "
+                                  f"expected {want[tuple(bad[0])]}")
+            checked += m * n
+    assert checked > 0
+
+
+def test_exact_accumulator_sizes():
+    e4m3 = elaborate("array a=float8_e4m3fn w=float8_e4m3fn")
+    # 448 = 229376 units of 2**-9; 1024 products of 448**2 need 46 magnitude bits and a sign.
+    assert (e4m3.lanes.arith.acc_bits, e4m3.lanes.arith.lsb) == (47, -18)
+    posit = elaborate("array a=posit(8,0) w=posit(8,0) length=16")
+    # maxpos**2 = 2**12 in units of minpos**2 = 2**-12: 16 * 2**24 needs 29 bits and a sign.
+    assert (posit.lanes.arith.acc_bits, posit.lanes.arith.lsb) == (30, -12)
+
+
 def test_verilog_is_deterministic():
-    for spec in ("array rows=3 cols=4 a=int8 w=int4", "array rows=2 cols=2 dataflow=os"):
+    for spec in ("array rows=3 cols=4 a=int8 w=int4", "array rows=2 cols=2 dataflow=os",
+                 "array rows=1 cols=2 a=posit(8,0) w=float8_e4m3fn"):
         assert to_verilog(elaborate(spec)) == to_verilog(elaborate(spec))
+
+
+def test_ecp5_multiplier_uses_its_own_registers():
+    """On ECP5 the operand and product registers are the MULT18X18D's, clock-enabled like the
+    fabric pipeline it replaces; other platforms (and simulation) get that pipeline in logic."""
+    from types import SimpleNamespace
+
+    from amaranth import Module, Signal, signed
+
+    from forma.hdl.hard_multiplier import registered_product
+    for platform, dsps in ((SimpleNamespace(family="ecp5"), 1), (None, 0)):
+        m = Module()
+        advance = Signal()
+        registered_product(m, advance, Signal(signed(8)), Signal(signed(9)), "p", platform)
+        found = [m.submodules["p_dsp"]] if "p_dsp" in m._named_submodules else []
+        assert len(found) == dsps
+        for dsp in found:
+            assert dsp.type == "MULT18X18D"
+            assert {dsp.parameters[f"REG_{r}_CLK"] for r in ("INPUTA", "INPUTB", "OUTPUT")} \
+                == {"CLK0"}
+            assert dsp.ports["CE0"][0] is advance

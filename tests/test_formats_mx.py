@@ -128,3 +128,29 @@ def test_partial_block_and_shapes():
     s, e = f.quantize(x)
     assert s.shape == (2, 2) and e.shape == (2, 40)
     assert f.dequantize(s, e).shape == (2, 40)
+
+
+def test_block_dot_propagates_nan_and_infinite_elements():
+    """A non-finite element decides the block's result whatever the (finite) scales: inf stays
+    inf with its sign, inf x 0 and inf - inf give NaN; a NaN scale gives NaN."""
+    fmt = parse_format("mxfp8_e5m2")
+    elem = fmt.element_format
+    one, zero = (int(elem.encode(np.array([v]))[0]) for v in (1.0, 0.0))
+    inf, ninf = (int(elem.encode(np.array([v]))[0]) for v in (np.inf, -np.inf))
+    ones = np.full(32, one, dtype=np.uint64)
+
+    def block(first, second=None):
+        codes = ones.copy()
+        codes[0] = first
+        if second is not None:
+            codes[1] = second
+        return codes
+
+    cases = [(block(inf), ones, np.inf), (block(ninf), ones, -np.inf),
+             (block(inf), block(zero), np.nan), (block(inf, ninf), ones, np.nan)]
+    for ea, eb, expected in cases:
+        got = parse_format("float32").decode(fmt.block_dot(np.array([100]), ea, np.array([3]), eb,
+                                                           "float32"))[0]
+        assert (np.isnan(got) and np.isnan(expected)) or got == expected, (ea[:2], eb[:2], got)
+    nan_scale = fmt.block_dot(np.array([0xFF]), ones, np.array([127]), ones, "float32")
+    assert np.isnan(parse_format("float32").decode(nan_scale)[0])

@@ -17,6 +17,9 @@ from forma.errors import SpecError
 from forma.hdl.float_mac import FloatMAC, kulisch_width
 from forma.hdl.float_pe import Converter, FloatAdder, FloatFMA, FloatMultiplier
 from forma.sim.bulk import run_bulk
+from forma.sim.cases import Case
+from forma.sim.cases import corner_codes as case_corners
+from forma.sim.verify import verify
 from forma.sim.formats import FloatFormat, convert, dot, parse_format
 from forma.sim.formats.minifloat import fma_round_to_odd
 
@@ -66,6 +69,37 @@ class Bundle(wiring.Component):
         m.d.comb += [self.i.ready.eq(first.i.ready), self.o.valid.eq(first.o.valid),
                      self.o.payload.eq(out)]
         return m
+
+
+class Padded(wiring.Component):
+    """A PE behind `extra` input registers that move with its own stall rule: the pair acts as
+    one PE of latency pe.latency + extra, so PEs of different depths share one Bundle."""
+
+    def __init__(self, pe, extra):
+        self.pe, self.extra = pe, extra
+        self.latency, self.out_format = pe.latency + extra, pe.out_format
+        super().__init__({"i": In(stream.Signature(pe.i.payload.shape())),
+                          "o": Out(stream.Signature(pe.out_format.bits))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pe = pe = self.pe
+        advance = ~pe.o.valid | pe.o.ready
+        valid, payload = self.i.valid, self.i.payload
+        for stage in range(self.extra):
+            next_valid, next_payload = Signal(name=f"pad_valid_{stage}"), Signal.like(payload)
+            with m.If(advance):
+                m.d.sync += [next_valid.eq(valid), next_payload.eq(payload)]
+            valid, payload = next_valid, next_payload
+        m.d.comb += [self.i.ready.eq(advance), pe.i.valid.eq(valid), pe.i.payload.eq(payload),
+                     self.o.valid.eq(pe.o.valid), self.o.payload.eq(pe.o.payload),
+                     pe.o.ready.eq(self.o.ready)]
+        return m
+
+
+def padded(checks, latency):
+    """Each check's PE padded to `latency` cycles."""
+    return [(Padded(pe, latency - pe.latency), *rest) for pe, *rest in checks]
 
 
 def fmt(name):
@@ -164,14 +198,14 @@ def pairs8(fa, fb):
     return word & 255, word >> 8
 
 
-def binary_check(op, an, bn, on, a, b):
+def binary_check(op, an, bn, on, a, b, stages=1):
     fa, fb, fo = fmt(an), fmt(bn), fmt(on)
     a, b = a & ((1 << fa.bits) - 1), b & ((1 << fb.bits) - 1)
     if op == "mul":
-        pe, want = FloatMultiplier(fa, fb, fo), ref_mul(fa, fb, fo, a, b)
+        pe, want = FloatMultiplier(fa, fb, fo, stages=stages), ref_mul(fa, fb, fo, a, b)
     else:
-        pe, want = FloatAdder(fa, fb, fo), ref_add(fa, fb, fo, a, b)
-    return pe, f"{op} {an} x {bn} -> {on}", (fa, fb, fo), want
+        pe, want = FloatAdder(fa, fb, fo, stages=stages), ref_add(fa, fb, fo, a, b)
+    return pe, f"{op} {an} x {bn} -> {on} stages={stages}", (fa, fb, fo), want
 
 
 # --- exhaustive binary ops: each group's outputs fill at most 64 bits ---------------------------
@@ -357,6 +391,18 @@ def test_random_wide_and_fma(tmp_path, seed):
     print(f"random wide/fma: {count} vectors, {rate:.0f} vectors/s")
 
 
+@pytest.mark.bench
+@pytest.mark.parametrize("op,name", [(op, n) for n in ("float16", "bfloat16") for op in ("mul", "add")])
+def test_random_16bit_ten_million(tmp_path, seed, op, name):
+    """`forma verify` of fp16/bf16 mul and add: every corner-class pair, then 10M seeded random
+    pairs (make test runs ~1M per PE in test_random_wide_and_fma)."""
+    corners = len(case_corners(fmt(name))) ** 2
+    verdict = verify(Case.parse(op, [name]), tmp_path, vectors=corners + 10_000_000, seed=seed)
+    print(f"{op} {name}: {verdict.summary} ({corners} corner pairs first), "
+          f"{verdict.rate / 1e6:.2f}M vectors/s, {verdict.seconds['simulate']:.0f} s with the build")
+    assert verdict.mismatches == 0, "\n".join(verdict.first)
+
+
 # --- pipelining and back-pressure ---------------------------------------------------------------
 @pytest.mark.sim
 @pytest.mark.parametrize("stages", [2, pytest.param(3, marks=pytest.mark.bench)])
@@ -376,6 +422,79 @@ def test_pipelines_under_back_pressure(tmp_path, stages):
         groups.append(((codes,), [(Converter(h, f, stages=2), "convert float16 -> e4m3fn",
                                    (h, f), convert(codes, h, f))]))
     run_groups(groups, 16, tmp_path, stall=True)
+
+
+# Depths past the decoded-operand register (the encoder's and the adder's inner cut points), up to
+# each PE's maximum. "full" (make bench) covers every encoder style at several depths; "small"
+# (make test) each inner cut point once, at the deepest pipelines. Pairs: (op, a, b, out, stages),
+# exhaustive; FMAs: (formats, stages); conversions: (src, dst, stages), every code; wide: fp16/bf16
+# (op, format, stages) on corner pairs + random pairs.
+DEEP = {
+    "full": {
+        "pairs": [
+            [("mul", "float8_e4m3fn", "float8_e4m3fn", "float8_e4m3fn", s) for s in (4, 5)] +
+            [("add", "float8_e4m3fn", "float8_e4m3fn", "float8_e4m3fn", s) for s in (4, 6, 7)] +
+            [("mul", "float8_e5m2", "float8_e5m2", "float8_e5m2", 5),
+             ("add", "float8_e5m2", "float8_e5m2", "float8_e5m2", 7),
+             ("add", "float6_e2m3fn", "float8_e4m3fn", "float8_e5m2", 7)],
+            [(op, n, n, n, 5 if op == "mul" else 7)
+             for n in ("float4_e2m1fn", "float6_e2m3fn", "float6_e3m2fn", "float8_e4m3b11fnuz",
+                       "float8_e4m3_fn_nosub") for op in ("mul", "add")]],
+        "fmas": [(("float8_e4m3fn", "float8_e4m3fn", "float16", "float8_e4m3fn"), s)
+                 for s in (5, 6, 7, 8)] +
+                [(("float8_e4m3fn",) * 4, 8),
+                 (("float4_e2m1fn", "float8_e4m3fn", "bfloat16", "float8_e4m3fn"), 8)],
+        "conversions": [("float16", "float8_e4m3fn", 3), ("float16", "float8_e4m3fn", 4),
+                        ("float16", "float8_e8m0fnu", 4), ("float16", "float8_e4m3_fn_nosub", 4),
+                        ("float16", "float8_e4m3b11fnuz", 4), ("bfloat16", "float16", 4)],
+        "wide": [(op, n, 5 if op == "mul" else 7) for n in ("float16", "bfloat16")
+                 for op in ("mul", "add")],
+    },
+    "small": {
+        "pairs": [[("mul", "float8_e4m3fn", "float8_e4m3fn", "float8_e4m3fn", 5),
+                   ("add", "float8_e4m3fn", "float8_e4m3fn", "float8_e4m3fn", 7),
+                   ("add", "float6_e2m3fn", "float8_e4m3fn", "float8_e5m2", 7),
+                   ("mul", "float4_e2m1fn", "float4_e2m1fn", "float4_e2m1fn", 5),
+                   ("add", "float8_e4m3b11fnuz", "float8_e4m3b11fnuz", "float8_e4m3b11fnuz", 7),
+                   ("mul", "float8_e4m3_fn_nosub", "float8_e4m3_fn_nosub", "float8_e4m3_fn_nosub", 5)]],
+        "fmas": [(("float8_e4m3fn", "float8_e4m3fn", "float16", "float8_e4m3fn"), 8)],
+        "conversions": [("float16", "float8_e4m3fn", 4), ("float16", "float8_e8m0fnu", 4)],
+        "wide": [("mul", "float16", 5), ("add", "bfloat16", 7)],
+    },
+}
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("size", ["small", pytest.param("full", marks=pytest.mark.bench)])
+def test_deep_pipelines_under_back_pressure(tmp_path, seed, size):
+    """Inner cut points under random output stalls, all PEs in one build (padded to one
+    latency): 8/6/4-bit mul/add exhaustive, FMA on corner triples + 2**16 random ones, every
+    fp16/bf16 code through converters, fp16/bf16 mul/add on corner pairs + 2**15 random pairs
+    of each format."""
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    plan, latency = DEEP[size], 8
+    a, b = pairs8(None, None)
+    groups = [((a, b), padded([binary_check(*spec[:4], a, b, stages=spec[4]) for spec in group],
+                              latency)) for group in plan["pairs"]]
+    ops = fma_operands([names for names, _ in plan["fmas"]], 1 << 16, rng)
+    groups.append((tuple(ops), padded([fma_check(names, *ops, stages)
+                                       for names, stages in plan["fmas"]], latency)))
+    codes = np.arange(1 << 16)
+    checks = []
+    for sn, dn, stages in plan["conversions"]:
+        src, dst = fmt(sn), fmt(dn)
+        checks.append((Converter(src, dst, stages=stages), f"convert {sn} -> {dn} stages={stages}",
+                       (src, dst), convert(codes, src, dst)))
+    groups.append(((codes,), padded(checks, latency)))
+    a, b = wide_operands(fmt("float16"), 1 << 15, rng)
+    a2, b2 = wide_operands(fmt("bfloat16"), 1 << 15, rng)
+    a, b = np.concatenate([a, a2]), np.concatenate([b, b2])
+    groups.append(((a, b), padded([binary_check(op, n, n, n, a, b, stages=stages)
+                                   for op, n, stages in plan["wide"]], latency)))
+    count, rate = run_groups(groups, 16, tmp_path, stall=True)
+    print(f"deep pipelines ({size}): {sum(len(g[1]) for g in groups)} PEs, {count} vectors, "
+          f"{rate:.0f} vectors/s")
 
 
 # --- parameter validation ------------------------------------------------------------------------
@@ -445,15 +564,19 @@ def test_mac_running_sums_under_back_pressure(tmp_path, seed):
     print(f"seed {seed}")
     rng = np.random.default_rng(seed)
     a, b, last, start = mac_streams(fmt("float16"), fmt("float16"), LANES, 1 << 16, 40, rng)
-    checks = []
-    for names in MACS:
-        fa, fb, fo = (fmt(n) for n in names)
-        ma, mb = a & ((1 << fa.bits) - 1), b & ((1 << fb.bits) - 1)
-        checks.append((FloatMAC(fa, fb, fo, length=64, stages=2, emit="every"),
-                       f"mac {' '.join(names)}", (fa, fb, fmt("uint1"), fo),
-                       prefix_dots(fa, fb, fo, ma, mb, start)))
-    count, rate = run_groups([((a, b, last), checks)], 16, tmp_path, stall=True)
-    print(f"mac running sums: {len(checks)} MACs, {count} beats, {rate:.0f} beats/s")
+    groups = []
+    for depths in ((2, 2, 2, 2), (4, 5, 6, 7)):   # the second group: every inner cut point
+        checks = []
+        for names, stages in zip(MACS, depths):
+            fa, fb, fo = (fmt(n) for n in names)
+            ma, mb = a & ((1 << fa.bits) - 1), b & ((1 << fb.bits) - 1)
+            checks.append((FloatMAC(fa, fb, fo, length=64, stages=stages, emit="every"),
+                           f"mac {' '.join(names)} stages={stages}", (fa, fb, fmt("uint1"), fo),
+                           prefix_dots(fa, fb, fo, ma, mb, start)))
+        groups.append(((a, b, last), padded(checks, 7)))   # the streams end with `last`
+    count, rate = run_groups(groups, 16, tmp_path, stall=True)
+    print(f"mac running sums: {sum(len(g[1]) for g in groups)} MACs, {count} beats, "
+          f"{rate:.0f} beats/s")
 
 
 def test_mac_emits_one_result_per_last_under_back_pressure():

@@ -2,12 +2,11 @@
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from forma.errors import FormaError, SpecError
-from forma.generators.qonnx_import import execute_onnx, import_qonnx
+from forma.generators.qonnx_import import execute_onnx, import_qonnx, reference_rounding
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 MODELS = ["digits_mlp", "digits_cnn", "digits_fp8"]
@@ -180,3 +179,98 @@ def test_scale_without_an_exact_dyadic_form_is_refused():
             init.float_data[:] = [0.75]
     with pytest.raises(SpecError, match="no integer multiply \\+ shift reproduces QONNX"):
         import_qonnx(model)
+
+
+def _float_quant_mlp(rounding):
+    """x -> Quant -> MatMul (FP8 E4M3 weights) -> FloatQuant(rounding) activations."""
+    qi, ii = _quant("qin", "x", "xq", 0.125, 8)
+    values = dict(s=1.0, e=4.0, m=3.0, bias=7.0, max=448.0)
+    inits = {**ii, "w": np.arange(8, dtype=np.float32).reshape(4, 2) / 4 - 1,
+             **{f"fw_{k}": np.float32(v) for k, v in values.items()},
+             **{f"fa_{k}": np.float32(v) for k, v in values.items()}}
+
+    def fq(name, src, dst, mode):
+        return helper.make_node("FloatQuant", [src] + [f"{name}_{k}" for k in values], [dst],
+                                name=name, domain="qonnx.custom_op.general", has_inf=0,
+                                has_nan=1, has_subnormal=1, saturation=1, rounding_mode=mode)
+    nodes = [qi, fq("fw", "w", "wq", "ROUND"), helper.make_node("MatMul", ["xq", "wq"], ["mm"],
+                                                                 name="mm"),
+             fq("fa", "mm", "y", rounding)]
+    return _graph(nodes, inits)
+
+
+@pytest.mark.parametrize("mode", ["FLOOR", "CEIL", "UP", "DOWN"])
+def test_floatquant_directed_rounding_is_refused_by_name(mode):
+    """QONNX's FloatQuant picks the binade with a float32 log2, so directed rounding lands a
+    grid step off just below powers of two (sim/formats tests): refused, naming the node."""
+    with pytest.raises(SpecError, match=rf"node '\w+' \('fa'\) \(FloatQuant\): rounding_mode "
+                                        rf"{mode} is not mapped"):
+        import_qonnx(_float_quant_mlp(mode))
+    assert import_qonnx(_float_quant_mlp("ROUND")).layers[-1].requant.kind == "minifloat"
+
+
+def _pool_graph(h, w, transpose_twice=False):
+    """x[1,2,h,w] -> Quant -> GlobalAveragePool -> Quant, optionally via two H/W swaps."""
+    qi, ii = _quant("qin", "x", "xq", 0.125, 8)
+    qo, io = _quant("qout", "g", "y", 0.0625, 8)
+    nodes, src = [qi], "xq"
+    if transpose_twice:
+        nodes += [helper.make_node("Transpose", ["xq"], ["t1"], name="t1", perm=[0, 1, 3, 2]),
+                  helper.make_node("Transpose", ["t1"], ["t2"], name="t2", perm=[0, 1, 3, 2])]
+        src = "t2"
+    nodes += [helper.make_node("GlobalAveragePool", [src], ["g"], name="gap"), qo]
+    return _graph(nodes, {**ii, **io}, in_shape=(1, 2, h, w), out_shape=(1, 2, 1, 1))
+
+
+def test_global_average_pool_counts_the_positions_of_its_layout():
+    """An NCHW pool divides by H*W (not C*H): 4x4 -> 16 positions, exact as a sum + LSB move."""
+    net = import_qonnx(_pool_graph(4, 4, transpose_twice=True))
+    pool = next(l for l in net.layers if l.kind == "global_avgpool")
+    assert pool.attrs == dict(count=16, channels_last=False) and pool.float32_bits == 12
+    x = np.random.default_rng(3).integers(-128, 128, (64, 2, 4, 4)) / 8
+    want = execute_onnx(_pool_graph(4, 4, transpose_twice=True), x).reshape(64, 2)
+    mean = np.clip(x, -16, 15.875).mean(axis=(2, 3))
+    assert np.array_equal(want, np.clip(np.round(mean / 0.0625), -128, 127) * 0.0625)
+
+
+def test_global_average_pool_over_a_non_power_of_two_is_refused():
+    with pytest.raises(SpecError, match=r"\(GlobalAveragePool\): dividing by 12 positions is exact "
+                                        "only for a power-of-two count"):
+        import_qonnx(_pool_graph(3, 4))
+
+
+# --- QONNX's float32 reference ----------------------------------------------------------------
+def _wide_dense(in_bits=16, in_scale=2 ** -15):
+    """x[1,2] -> Quant(in_bits) -> MatMul by [0.5, 2**-11] (12-bit weights) -> Quant(2**-6, 8):
+    with 16-bit inputs the exact sums need 26 significant bits."""
+    qi, ii = _quant("qin", "x", "xq", in_scale, in_bits)
+    qw, iw = _quant("qw", "w", "wq", 2 ** -11, 12)
+    qo, io = _quant("qout", "mm", "y", 2 ** -6, 8)
+    w = np.array([[0.5], [2 ** -11]], dtype=np.float32)
+    nodes = [qi, qw, helper.make_node("MatMul", ["xq", "wq"], ["mm"], name="wide_mm"), qo]
+    return _graph(nodes, {**ii, **iw, **io, "w": w}, in_shape=(1, 2), out_shape=(1, 1))
+
+
+def test_reference_rounding_names_layers_wider_than_float32():
+    """QONNX sums in float32 (24-bit significand): layers whose exact sums may need more bits are
+    named with the bits they need; the example MLP and CNN need at most 15, digits_fp8's second
+    layer 31 (fixed<32,14>)."""
+    assert reference_rounding(import_qonnx(EXAMPLES / "digits_mlp.onnx")) == {}
+    assert reference_rounding(import_qonnx(EXAMPLES / "digits_cnn.onnx")) == {}
+    fp8 = import_qonnx(EXAMPLES / "digits_fp8.onnx")
+    assert reference_rounding(fp8) == {"MatMul_1": 31}
+    assert [l.float32_bits for l in fp8.layers if l.kind == "dense"] == [18, 31]
+    assert reference_rounding(import_qonnx(_wide_dense(in_bits=8, in_scale=2 ** -7))) == {}
+    wide = import_qonnx(_wide_dense())
+    assert reference_rounding(wide) == {"MatMul_0": 26} and wide.layers[1].origin == "wide_mm"
+
+
+def test_flagged_reference_really_rounds():
+    """The flag is not hypothetical: 0.515625 * 0.5 + 2**-15 * 2**-11 = 0.2578125 + 2**-26 lies
+    just above a tie of the 2**-6 grid (exact: rounds up to 0.265625), but float32 drops the
+    2**-26 (a tie at its own LSB, to even) and QONNX's Quant then rounds the tie down to 0.25."""
+    x = np.array([[0.5 + 2 ** -6, 2 ** -15], [0.5 + 2 ** -6, 0.0]])
+    exact = x @ np.array([0.5, 2 ** -11])  # float64: exact for these few bits
+    assert exact[0] == 0.2578125 + 2 ** -26
+    assert np.round(exact / 2 ** -6).tolist() == [17, 16]
+    assert execute_onnx(_wide_dense(), x).ravel().tolist() == [0.25, 0.25]

@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pytest
 
-from forma.errors import SpecError
 from forma.sim.cases import Case, corner_codes
 
 
@@ -26,6 +25,11 @@ def test_verify_posit8_mul_is_exhaustive_and_exact(tmp_path):
     (["mul", "posit(8,0)", "posit(8,1)"], "posit mul takes one format"),
     (["convert", "posit(8,0)"], "convert takes two formats"),
     (["mul", "posit(3,5)"], "posit(3,5): es must be in 0..4"),
+    (["dot", "mxfp4", "mxint8"], "dot takes one MX format"),
+    (["dot", "float8_e4m3fn"], "dot takes an MX format"),
+    (["dot", "nvfp4"], "scales are not powers of two"),
+    (["mac", "posit(8,0)", "--out", "float16"], "posit mac takes one format"),
+    (["mac", "int8"], "out_fmt=int8"),
 ])
 def test_bad_requests_are_one_sentence(tmp_path, words, message):
     result = forma("verify", *words, "--build", str(tmp_path))
@@ -61,3 +65,88 @@ def test_convert_reference_gives_zero_where_the_destination_has_no_encoding():
     case = Case.parse("convert", ["float8_e5m2", "int8"])
     codes = np.array([0x7C, 0x7E, 0x3C, 0xBC], dtype=np.uint64)  # +inf, NaN, 1.0, -1.0 (int8 wraps)
     assert case.reference([codes]).tolist() == [0, 0, 1, 255]
+
+
+def _corrupt_first_result(monkeypatch, case_class):
+    """The case's reference with its first expected result off by one (a planted bug); one-vector
+    calls (the checker's padding stream) stay right."""
+    reference = case_class.reference
+
+    def wrong(self, operands):
+        want = reference(self, operands)
+        if len(want) > 1:
+            want[0] ^= 1
+        return want
+    monkeypatch.setattr(case_class, "reference", wrong)
+
+
+@pytest.mark.sim
+def test_verify_dot_sweeps_mx_blocks_and_reports_a_planted_mismatch(tmp_path, monkeypatch, capsys):
+    """`verify dot mxfp4`: the element-pair sweep passes; the same build against a planted wrong
+    expectation exits 1 with the block in MX notation and the reproducing command."""
+    from forma.cli import main
+    from forma.sim.cases_mx import DotCase
+    build = str(tmp_path / "dot")
+    blocks = len(DotCase.parse(["mxfp4"], "bfloat16").exhaustive()[0])
+    words = ["verify", "dot", "mxfp4", "--out", "bfloat16", "--stages", "2", "--lanes", "1",
+             "--build", build]
+    result = forma(*words)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == f"{blocks} vectors, 0 mismatches (exhaustive)"
+    monkeypatch.setenv("FORMA_NO_WAVES", "1")
+    _corrupt_first_result(monkeypatch, DotCase)
+    assert main(words) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"{blocks} vectors, 1 mismatches (exhaustive)"
+    assert lines[0].startswith("mismatch: mxfp4 block (scale 2^") and "→ got 0x" in lines[0]
+    assert "reproduce: forma verify dot mxfp4 --out bfloat16 --exhaustive --stages 2" in lines
+
+
+@pytest.mark.sim
+def test_verify_mac_checks_every_pair_in_seeded_streams(tmp_path, monkeypatch, capsys):
+    """`verify mac float8_e4m3fn --out float16`: every (a, b) pair once as a product, every running
+    sum checked; a planted wrong expectation is reported with its stream and the seed."""
+    from forma.cli import main
+    from forma.sim.cases_mac import MacCase
+    build = str(tmp_path / "mac")
+    words = ["verify", "mac", "float8_e4m3fn", "--out", "float16", "--seed", "5", "--lanes", "2",
+             "--build", build]
+    result = forma(*words)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = result.stdout.strip().splitlines()[-1]
+    assert summary.endswith(" vectors, 0 mismatches (exhaustive, seed 5)")
+    assert int(summary.split()[0]) >= 65536
+    monkeypatch.setenv("FORMA_NO_WAVES", "1")
+    _corrupt_first_result(monkeypatch, MacCase)
+    assert main(words) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == summary.replace("0 mismatches", "1 mismatches")
+    assert lines[0].startswith("mismatch: float8_e4m3fn mac, beat 1 of the stream at vector 0: ")
+    assert "reproduce: forma verify mac float8_e4m3fn --out float16 --exhaustive --seed 5 --stages 1" in lines
+
+
+def test_mac_streams_hold_every_pair_and_respect_the_bound():
+    from forma.sim.cases_mac import ACCUMULATION_BOUND
+    case = Case.parse("mac", ["float4_e2m1fn", "float6_e2m3fn"], out="float16")
+    a, b, last = case.exhaustive(seed=3)
+    pairs = set(zip(a.tolist(), b.tolist()))
+    assert {(x, y) for x in range(16) for y in range(64)} <= pairs
+    ends = np.flatnonzero(last)
+    lengths = np.diff(np.concatenate([[-1], ends]))
+    assert ends[-1] == len(a) - 1 and lengths.max() == ACCUMULATION_BOUND
+    again = case.exhaustive(seed=3)
+    assert all(np.array_equal(x, y) for x, y in zip((a, b, last), again))
+    assert not np.array_equal(last, case.exhaustive(seed=4)[2])
+
+
+def test_mac_reference_is_the_running_exact_dot():
+    from forma.sim.formats import dot
+    case = Case.parse("mac", ["posit(8,0)"])
+    rng = np.random.default_rng(11)
+    a, b = (rng.integers(0, 256, 40).astype(np.uint64) for _ in "ab")
+    last = np.zeros(40, dtype=np.uint64)
+    last[[9, 10, 39]] = 1
+    want = case.reference((a, b, last))
+    fmt = case.formats[0]
+    for index, begin in [(0, 0), (9, 0), (10, 10), (11, 11), (39, 11)]:
+        assert want[index] == dot(a[begin:index + 1], b[begin:index + 1], fmt, fmt, fmt)

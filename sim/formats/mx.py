@@ -187,13 +187,23 @@ class MXFormat(NumberFormat):
         return acc, (sa - 127) + (sb - 127) + emin, nan
 
     def block_dot(self, sa, ea, sb, eb, out_fmt, rounding="rne", saturate=False):
-        """Dot of MX blocks rounded once to out_fmt (NaN scale -> NaN, if out_fmt has one)."""
+        """Dot of MX blocks rounded once to out_fmt. A NaN scale gives NaN; a block pair holding a
+        NaN or infinite element gives what `ops.dot` gives for its elements (NaN for inf x 0 or
+        inf - inf, else the infinity), which no finite scale changes."""
+        from .ops import dot
         from .parse import parse_format
         out_fmt = parse_format(out_fmt)
         m, e, nan = self.block_dot_exact(sa, ea, sb, eb)
+        k = self.block_size
+        ea, eb = (np.asarray(x).reshape(np.shape(x)[:-1] + (-1, k)) for x in (ea, eb))
+        special = ~nan & ~(np.isfinite(self.element_format.decode(ea)).all(axis=-1)
+                           & np.isfinite(self.element_format.decode(eb)).all(axis=-1))
         zero = np.zeros(np.shape(m))
         out = out_fmt.encode(np.where(nan, np.nan, zero)) if np.any(nan) else out_fmt.encode(zero)
-        ok = ~nan & (m != 0)
+        if np.any(special):
+            out[special] = dot(ea[special], eb[special], self.element_format, self.element_format,
+                               out_fmt)
+        ok = ~nan & ~special & (m != 0)
         if np.any(ok):
             out[ok] = out_fmt.encode_scaled(np.asarray(m)[ok], np.asarray(e)[ok],
                                             rounding=rounding, saturate=saturate)

@@ -1,0 +1,95 @@
+"""`forma mutate`: Yosys mutants of a PE against its regression on Verilator, survivors proven
+equivalent by SAT; a seeded CI sample here, the full per-family runs under `make bench`."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from forma.sim.cases import Case
+from forma.sim.mutate import MutationError, mutate
+
+
+def forma(*args):
+    return subprocess.run([sys.executable, "-m", "forma.cli", *args], capture_output=True, text=True)
+
+
+def report_lines(report):
+    return [f"{o.mutation.number} {o.verdict}: {o.mutation.where}; {o.detail}"
+            for o in report.outcomes]
+
+
+@pytest.mark.sim
+def test_float4_mul_mutants_are_all_killed_or_proven_equivalent(tmp_path, seed):
+    print(f"mutant sample seed {seed}")
+    case = Case.parse("mul", ["float4_e2m1fn"])
+    report = mutate(case, tmp_path, mutants=20, seed=seed)
+    print("\n".join(report_lines(report)))
+    assert report.mode == "exhaustive" and report.vectors == 256
+    assert len(report.outcomes) == 20 and not report.holes, report.summary
+    assert report.count("killed") > 0
+    # A killed mutant is distinguishable, so the equivalence proof must fail on it.
+    for outcome in [o for o in report.outcomes if o.verdict == "killed"][:4]:
+        assert not report.prove(outcome.mutation), outcome.mutation.command
+    # The same run with a wrong expectation must stop at the unmutated netlist.
+    original = case.reference
+    case.reference = lambda operands: original(operands) ^ np.uint64(1)
+    with pytest.raises(MutationError, match="unmutated netlist"):
+        mutate(case, tmp_path, mutants=20, seed=seed)
+
+
+@pytest.mark.sim
+def test_posit6_add_mutants_are_all_killed_or_proven_equivalent(tmp_path, seed):
+    print(f"mutant sample seed {seed}")
+    report = mutate(Case.parse("add", ["posit(6,0)"]), tmp_path, mutants=20, seed=seed)
+    print("\n".join(report_lines(report)))
+    assert report.mode == "exhaustive" and report.vectors == 4096
+    assert len(report.outcomes) == 20 and not report.holes, report.summary
+
+
+@pytest.mark.sim
+def test_a_weak_regression_leaves_unproven_survivors(tmp_path, seed):
+    """Eight random vectors cannot kill every non-equivalent mutant; the CLI says so and fails."""
+    print(f"mutant sample seed {seed}")
+    report = mutate(Case.parse("mul", ["float4_e2m1fn"]), tmp_path, mutants=20, seed=seed,
+                    exhaustive=False, vectors=8)
+    print("\n".join(report_lines(report)))
+    assert report.holes, report.summary
+
+
+@pytest.mark.parametrize("words, message", [
+    (["mul", "float4_e2m1fn", "--mutants", "0"], "--mutants 0"),
+    (["mul", "float16", "--vectors", "0"], "--vectors 0"),
+    (["fma", "float8_e4m3fn", "--vectors", "2000000"], "--vectors 2000000"),
+    (["div", "float4_e2m1fn"], "unknown op 'div'"),
+])
+def test_bad_requests_are_one_sentence(tmp_path, words, message):
+    result = forma("mutate", *words, "--build", str(tmp_path))
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+# Per PE family: (op, formats, mutants, least share of non-equivalent mutants killed). The <=8-bit
+# regressions are exhaustive, so every non-equivalent mutant must die; 16-bit ones are random.
+FAMILIES = [
+    ("mul", ["float4_e2m1fn"], 100, 1.0),
+    ("mul", ["float8_e4m3fn"], 100, 1.0),
+    ("add", ["float8_e4m3fn"], 100, 1.0),
+    ("mul", ["posit(8,0)"], 100, 1.0),
+    ("add", ["posit(8,0)"], 100, 1.0),
+    ("convert", ["float8_e5m2", "float8_e4m3fn"], 100, 1.0),
+    ("mul", ["float16"], 50, 0.99),
+]
+
+
+@pytest.mark.bench
+@pytest.mark.sim
+@pytest.mark.parametrize("op, formats, mutants, share", FAMILIES,
+                         ids=[f"{op}-{'-'.join(f)}" for op, f, _, _ in FAMILIES])
+def test_family_mutation_score(op, formats, mutants, share, tmp_path, seed):
+    print(f"mutant sample and stimulus seed {seed}")
+    report = mutate(Case.parse(op, formats), tmp_path, mutants=mutants, seed=seed)
+    print("\n".join(report_lines(report)))
+    print(report.summary, report.seconds)
+    distinguishable = len(report.outcomes) - report.count("equivalent")
+    assert report.count("killed") >= share * distinguishable, report.summary
