@@ -72,14 +72,21 @@ def cmd_sim(args):
     return 0
 
 
-def cmd_verify(args):
+def _case_and_build(args, folder):
+    """The verification case an op command names and its build folder (--build or
+    build/<folder>/<op-formats>/stages<P>)."""
     from .sim.cases import Case
-    from .sim.verify import verify
     case = Case.parse(args.op, args.formats, out=args.out_format, stages=args.stages,
                       saturate=args.saturate)
     slug = "-".join([args.op, *args.formats] + ([args.out_format] if args.out_format else []))
-    build = Path(args.build or Path("build") / "verify" / "".join(
+    build = Path(args.build or Path("build") / folder / "".join(
         c if c.isalnum() or c in "._-" else "_" for c in slug) / f"stages{args.stages}")
+    return case, build
+
+
+def cmd_verify(args):
+    from .sim.verify import verify
+    case, build = _case_and_build(args, "verify")
     verdict = verify(case, build, exhaustive=True if args.exhaustive else None,
                      vectors=args.vectors, seed=args.seed, lanes=args.lanes, stall=args.stall)
     for line in verdict.first:
@@ -100,13 +107,8 @@ def cmd_verify(args):
 
 
 def cmd_mutate(args):
-    from .sim.cases import Case
     from .sim.mutate import mutate
-    case = Case.parse(args.op, args.formats, out=args.out_format, stages=args.stages,
-                      saturate=args.saturate)
-    slug = "-".join([args.op, *args.formats] + ([args.out_format] if args.out_format else []))
-    build = Path(args.build or Path("build") / "mutate" / "".join(
-        c if c.isalnum() or c in "._-" else "_" for c in slug) / f"stages{args.stages}")
+    case, build = _case_and_build(args, "mutate")
     report = mutate(case, build, mutants=args.mutants, seed=args.seed, vectors=args.vectors,
                     lanes=args.lanes)
     for outcome in report.holes:

@@ -11,7 +11,7 @@ sum, rounded; an exact zero sum is -0 only when no product set `plus`.
 """
 from fractions import Fraction
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
 from ..errors import SpecError
@@ -28,11 +28,7 @@ MAX_ACC_BITS = 256
 
 def exact_format(fmt, role):
     """The float/posit format named by `fmt`; SpecError naming `role` for any other."""
-    if isinstance(fmt, str):
-        try:
-            fmt = parse_format(fmt)
-        except SpecError as error:
-            raise SpecError(f"{role}={fmt}: {error}") from None
+    fmt = parse_format(fmt, role)
     if fmt.family not in FAMILIES:
         raise SpecError(f"{role}={fmt.name}: exact arrays take minifloat or posit formats "
                         f"(e.g. float8_e4m3fn, posit(8,0))")

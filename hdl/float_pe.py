@@ -86,11 +86,7 @@ def _posit_unit(factory, fmt, *args):
 
 
 def _format(fmt, role, families=None):
-    if isinstance(fmt, str):
-        try:
-            fmt = parse_format(fmt)
-        except SpecError as error:
-            raise SpecError(f"{role}={fmt}: {error}") from None
+    fmt = parse_format(fmt, role)
     if families is not None and fmt.family not in families:
         raise SpecError(f"{role}={fmt.name}: this PE takes {' or '.join(families)} formats, "
                         f"not {fmt.family}")

@@ -41,13 +41,7 @@ def exact_accumulator(a_fmt, w_fmt, length):
 
 
 def _integer_format(fmt, role):
-    if isinstance(fmt, str):
-        try:
-            fmt = parse_format(fmt)
-        except SpecError as error:
-            message = str(error)
-            raise SpecError(f"{role}={message}" if message.startswith(fmt) else
-                            f"{role}={fmt}: {message}") from None
+    fmt = parse_format(fmt, role)
     if fmt.family != "int":
         raise SpecError(f"{role}={fmt.name}: the integer MAC takes integer formats (e.g. int8, uint4)")
     return fmt

@@ -228,10 +228,7 @@ _LANE_CLASSES = {"int": _IntLanes, "posit": _PositLanes, "float": _FloatLanes}
 def _mode_format(mode, index):
     """The format of mode `index`, checked: a float, posit or int format of 4, 8 or 16 bits."""
     if isinstance(mode, str):
-        try:
-            mode = parse_format(mode)
-        except SpecError as error:
-            raise SpecError(f"modes[{index}]={mode!r}: {error}") from None
+        mode = parse_format(mode, f"modes[{index}]")
     family, bits = getattr(mode, "family", None), getattr(mode, "bits", None)
     name = getattr(mode, "name", repr(mode))
     if family not in FAMILIES or bits not in LANE_BITS:

@@ -206,7 +206,7 @@ def test_split_multiplier_lanes_independent(seed):
     (["int12"], "modes[0]=int12"),
     (["fixed<8,3>"], "modes[0]"),
     (["posit(8,0)", "posit(8,0)"], "appear once"),
-    (["nonsense"], "modes[0]='nonsense'"),
+    (["nonsense"], "modes[0]=nonsense"),
 ])
 def test_bad_modes_rejected(modes, words):
     with pytest.raises(SpecError, match=words.replace("(", r"\(").replace(")", r"\)")

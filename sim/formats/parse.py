@@ -116,14 +116,22 @@ def _parse(text: str) -> NumberFormat:
     raise SpecError(f"unknown number format {text!r}; valid examples: {', '.join(EXAMPLES)}")
 
 
-def parse_format(text) -> NumberFormat:
+def parse_format(text, role=None) -> NumberFormat:
     """Format object for a spelling such as "int8", "fixed<8,3>", "float8_e4m3fn", "mxfp4".
 
     Objects pass through unchanged; results are cached (same text -> same object).
-    SpecError (a ValueError) names the bad part and the allowed range.
+    SpecError (a ValueError) names the bad part and the allowed range, prefixed with `role=`
+    when the format is the value of a named parameter (e.g. `w=int0: ...`).
     """
     if isinstance(text, NumberFormat):
         return text
     if not isinstance(text, str):
         raise SpecError(f"format must be a string such as 'int8', got {type(text).__name__}")
-    return _parse(text.strip().replace(" ", ""))
+    if role is None:
+        return _parse(text.strip().replace(" ", ""))
+    try:
+        return _parse(text.strip().replace(" ", ""))
+    except SpecError as error:
+        message = str(error)
+        raise SpecError(f"{role}={message}" if message.startswith(text) else
+                        f"{role}={text}: {message}") from None
