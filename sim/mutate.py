@@ -20,6 +20,7 @@ from ..generators import to_verilog
 from .bulk import CHUNK_LIMIT, _hex_lines, checker_verilog
 from .cases import Case
 from .runner import run_cocotb
+from .verify import stimulus
 
 SELECTOR = "mutsel"
 PROOF_STEPS = 12       # longest temporal induction tried for an equivalence proof
@@ -141,14 +142,6 @@ def mutant_netlist(component, work, count, seed):
     return mutations, width
 
 
-def _stimulus(case, exhaustive, vectors, seed):
-    """The regression's vectors (as `forma verify` builds them) and the reference's results."""
-    operands = case.exhaustive() if exhaustive else case.random(vectors, seed)
-    expected = np.asarray(case.reference(operands), dtype=np.uint64)
-    packed, width = case.pack(operands)
-    return operands, packed, expected, width
-
-
 def kill_mutants(case, netlist, width, mutations, operands, packed, expected, in_width, build,
                  lanes, stall):
     """Run the regression once per selector on Verilator: one result dict per mutation
@@ -234,7 +227,7 @@ def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=4
     component = case.component()
     mutations, width = mutant_netlist(component, work, mutants, seed)
     seconds["mutate"] = time.perf_counter() - start
-    operands, packed, expected, in_width = _stimulus(case, exhaustive, vectors, seed)
+    operands, packed, expected, in_width = stimulus(case, exhaustive, vectors, seed)
     report = MutationReport(case, "exhaustive" if exhaustive else "random", seed, len(packed),
                             work, in_width, width)
     print(f"[mutate] {case.title}: {len(mutations)} mutants, {len(packed)} vectors "

@@ -32,6 +32,15 @@ class Verdict:
         return f"{self.vectors} vectors, {self.mismatches} mismatches ({how})"
 
 
+def stimulus(case: Case, exhaustive, vectors, seed):
+    """The regression's vectors and the reference's results: (operands, packed payloads,
+    expected results, payload width)."""
+    operands = case.exhaustive(seed) if exhaustive else case.random(vectors, seed)
+    expected = np.asarray(case.reference(operands), dtype=np.uint64)
+    packed, width = case.pack(operands)
+    return operands, packed, expected, width
+
+
 def verify(case: Case, build_dir, exhaustive=None, vectors=1_000_000, seed=1, lanes=None,
            stall=False, log=None) -> Verdict:
     """Check `case`'s PE against the reference. exhaustive=None: exhaustive when the whole input
@@ -48,9 +57,7 @@ def verify(case: Case, build_dir, exhaustive=None, vectors=1_000_000, seed=1, la
     log = log or sys.stderr       # looked up per call: the stream may be replaced after import
     seconds, start = {}, time.perf_counter()
     component = case.component()
-    operands = case.exhaustive(seed) if exhaustive else case.random(vectors, seed)
-    expected = np.asarray(case.reference(operands), dtype=np.uint64)
-    packed, width = case.pack(operands)
+    operands, packed, expected, width = stimulus(case, exhaustive, vectors, seed)
     seconds["reference"] = time.perf_counter() - start
     print(f"[verify] {case.title}: {len(packed)} vectors, {lanes} lanes, latency "
           f"{component.latency}; building on Verilator", file=log, flush=True)
