@@ -55,12 +55,13 @@ def cmd_boards(args):
 
 
 def cmd_sim(args):
-    from .generators import KINDS, elaborate, spec_of, to_verilog
+    from .generators import elaborate, spec_of, to_verilog
+    from .generators.designs import cocotb_module_for
     from .sim.runner import run_cocotb, cocotb_env
     spec = spec_of(args.spec)
     verilog = to_verilog(elaborate(spec))
     build = Path(args.build or Path("build") / "sim" / spec.slug)
-    result = run_cocotb(verilog, KINDS[spec.kind].testbench, build,
+    result = run_cocotb(verilog, cocotb_module_for(spec), build,
                         cocotb_env(spec, args.seed, args.vectors))
     verdict = "PASS" if result["failed"] == 0 else "FAIL"
     print(f"{verdict}: {spec.text}: {args.vectors} vectors, seed {args.seed} (log: {result['log']})")
@@ -107,13 +108,24 @@ def cmd_verify(args):
 
 
 def cmd_mutate(args):
-    from .sim.mutate import mutate
-    case, build = _case_and_build(args, "mutate")
-    report = mutate(case, build, mutants=args.mutants, seed=args.seed, vectors=args.vectors,
-                    lanes=args.lanes)
+    if args.op == "array":
+        from .sim.mutate_array import DEFAULT_OUTPUTS, mutate_array
+        from .generators import spec_of
+        spec = spec_of(["array", *args.formats])
+        build = Path(args.build or Path("build") / "mutate" / spec.slug)
+        report = mutate_array(spec.text, build, mutants=args.mutants, seed=args.seed,
+                              outputs=DEFAULT_OUTPUTS if args.vectors is None else args.vectors)
+        regression = f"about {report.vectors} outputs per pass"
+    else:
+        from .sim.mutate import mutate
+        case, build = _case_and_build(args, "mutate")
+        report = mutate(case, build, mutants=args.mutants, seed=args.seed,
+                        vectors=1_000_000 if args.vectors is None else args.vectors,
+                        lanes=args.lanes)
+        regression = f"{report.vectors} vectors"
     for outcome in report.holes:
         print(f"survivor {outcome.mutation.number}: {outcome.mutation.command}")
-    print(f"regression: {report.vectors} vectors ({report.mode}"
+    print(f"regression: {regression} ({report.mode}"
           f"{'' if report.mode == 'exhaustive' else f', seed {report.seed}'}); "
           + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()), file=sys.stderr)
     print(report.summary)
@@ -242,17 +254,21 @@ def parser():
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
     p.add_argument("--build", help="build folder (default: build/verify/...)")
     p.set_defaults(run=cmd_verify)
-    p = sub.add_parser("mutate", help="mutation-test a PE's regression with Yosys `mutate`")
-    p.add_argument("op", help="mul, add, fma or convert")
+    p = sub.add_parser("mutate", help="mutation-test a PE's or an array's regression with Yosys "
+                                      "`mutate`")
+    p.add_argument("op", help="mul, add, fma, convert, mac, dot, or array (then the array "
+                              "spec's key=value words)")
     p.add_argument("formats", nargs="+", help="operand format(s) as for `forma verify`")
     p.add_argument("--out", dest="out_format", help="result format (default: the first operand's)")
     p.add_argument("--mutants", type=int, default=50, help="mutants to sample (default: 50)")
     p.add_argument("--seed", type=int, default=1,
                    help="seed of the mutant sample and of random stimulus (default: 1)")
-    p.add_argument("--vectors", type=int, default=1_000_000,
-                   help="random vectors when the input space exceeds 2**16 (default 1000000)")
+    p.add_argument("--vectors", type=int,
+                   help="random vectors when the input space exceeds 2**16 (default 1000000); "
+                        "array: output elements per regression pass (default 600)")
     p.add_argument("--stages", type=int, default=1, help="pipeline depth (default: 1)")
-    p.add_argument("--lanes", type=int, default=4, help="parallel PE copies in the checker")
+    p.add_argument("--lanes", type=int,
+                   help="parallel PE copies in the checker (default: the PE's, at most 4)")
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
     p.add_argument("--build", help="build folder (default: build/mutate/...)")
     p.set_defaults(run=cmd_mutate)

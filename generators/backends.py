@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -107,3 +110,36 @@ def write_report(out_dir: Path, report: dict, markdown: str):
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (out_dir / "report.md").write_text(markdown)
+
+
+def export_atomically(out: Path, make):
+    """Run make(work) in a fresh sibling folder of `out` that replaces `out` only if it returns;
+    on a FormaError the folder becomes `<out>.failed` (paths in the message follow it) and `out`
+    is untouched."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    failed = out.with_name(out.name + ".failed")
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
+    try:
+        result = make(work)
+    except FormaError as error:
+        shutil.rmtree(failed, ignore_errors=True)
+        work.rename(failed)
+        raise type(error)(str(error).replace(str(work), str(failed))) from None
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _replace(work, out)
+    shutil.rmtree(failed, ignore_errors=True)
+    return result
+
+
+def _replace(src: Path, dst: Path):
+    """Move folder `src` onto `dst`, removing the previous `dst` only once `src` is in place."""
+    old = None
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+        shutil.rmtree(old, ignore_errors=True)
+        dst.rename(old)
+    src.rename(dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -15,11 +15,19 @@ import numpy as np
 from forma.errors import FormaError, SpecError
 from forma.sim.formats import FixedFormat, FloatFormat
 
-from .backends import HLS_BACKENDS, IO_TYPES, ExportOptions, test_inputs, verdict, write_report
-from .qonnx_import import Network, exact_fixed, execute_onnx, import_qonnx
+from .backends import (HLS_BACKENDS, IO_TYPES, ExportOptions, export_atomically, test_inputs,
+                       verdict, write_report)
+from .qonnx_import import Network, _label, exact_fixed, execute_onnx, import_qonnx
 
 #: layer kinds hls4ml 1.3 converts from a cleaned QONNX graph
 HLS_KINDS = ("quant", "dense", "conv2d", "relu", "maxpool2d", "reshape", "transpose", "add")
+#: QONNX ops only the native backend reproduces exactly -> why hls4ml does not
+NATIVE_ONLY_OPS = {
+    "BipolarQuant": "forma does not map BipolarQuant to hls4ml's binary layers",
+    "Trunc": "hls4ml 1.3 converts no Trunc node",
+    "BatchNormalization": "hls4ml computes BatchNormalization at its own precision, not as "
+                          "QONNX's float32 result",
+}
 INPUT_GUARD_BITS = 16  # extra fraction bits of the input type, below the input quantizer's LSB
 
 
@@ -46,7 +54,9 @@ def input_format(network: Network) -> FixedFormat:
 
 def inexpressible(network: Network) -> list[str]:
     """Why hls4ml cannot reproduce this network exactly (empty list: it can), each with the fix."""
-    reasons = []
+    reasons = [f"node {_label(node)} ({node.op_type}): {NATIVE_ONLY_OPS[node.op_type]}; use the "
+               "native backend" for node in network.model.graph.node
+               if node.op_type in NATIVE_ONLY_OPS]
     for layer in network.layers:
         where = f"node '{layer.name}'"
         if layer.kind not in HLS_KINDS:
@@ -95,9 +105,9 @@ def hls_config(network: Network, options: ExportOptions) -> dict:
     return config
 
 
-def convert(network: Network, board, out_dir: Path, options: ExportOptions):
-    """Convert with hls4ml and write the full project for the board's part; returns the HLSModel."""
-    import hls4ml
+def check_convertible(network: Network, options: ExportOptions):
+    """SpecError/FormaError for options hls4ml does not take and networks it cannot compute
+    exactly (the first reason of `inexpressible`)."""
     if options.hls_backend not in HLS_BACKENDS:
         raise SpecError(f"hls4ml backend '{options.hls_backend}': use one of {', '.join(HLS_BACKENDS)}")
     if options.io_type not in IO_TYPES:
@@ -107,6 +117,12 @@ def convert(network: Network, board, out_dir: Path, options: ExportOptions):
     reasons = inexpressible(network)
     if reasons:
         raise FormaError(f"hls4ml cannot compute this model exactly: {reasons[0]}")
+
+
+def convert(network: Network, board, out_dir: Path, options: ExportOptions):
+    """Convert with hls4ml and write the full project for the board's part; returns the HLSModel."""
+    import hls4ml
+    check_convertible(network, options)
     config = hls_config(network, options)
     period = 1000.0 / (options.target_mhz or board.target_mhz)
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
@@ -153,35 +169,47 @@ def _layer_types(model) -> list[dict]:
 
 
 def export(model_path, options: ExportOptions) -> dict:
-    """`forma export --backend hls4ml`: project, C simulation vs QONNX, report.json/report.md."""
+    """`forma export --backend hls4ml`: project, C simulation vs QONNX, report.json/report.md.
+
+    Built in a sibling folder that replaces the output folder only when the C simulation is
+    bit-exact (else it becomes `<out>.failed`); refusals write nothing.
+    """
     board = _xilinx_board(options.board)
     started = time.monotonic()
     network = import_qonnx(model_path)
+    check_convertible(network, options)
     stem = Path(str(model_path)).stem
     out = Path(options.out or Path("build") / "export" / f"{stem}-hls4ml-{board.name}")
-    hls = convert(network, board, out / "hls4ml_prj", options)
-    with contextlib.redirect_stdout(io.StringIO()):
-        hls.write()
+    final = out.resolve()
     x, y, source = test_inputs(model_path, network, options)
-    check = verdict(execute_onnx(network.source, x), simulate(hls, network, x), y)
-    report = dict(
-        model=str(model_path), backend="hls4ml", out=str(out), hls_backend=options.hls_backend,
-        io_type=options.io_type, board=board.name, part=board.device,
-        clock_mhz=options.target_mhz or board.target_mhz, reuse_factor=options.ii,
-        strategy="Latency" if options.ii == 1 else "Resource", project=str(out / "hls4ml_prj"),
-        input_type=hls_precision(input_format(network)), test_set=source, exactness=check,
-        layers=[dict(name=l.name, kind=l.kind, output=l.output.format.name,
-                     weight=l.weight_format.name if l.weight_format else None,
-                     bias=l.bias_format.name if l.bias_format else None)
-                for l in network.layers],
-        hls_layers=_layer_types(hls), estimate=_native_estimate(network, board, out),
-        seconds=round(time.monotonic() - started, 1))
-    write_report(out, report, _markdown(report))
-    if not check["exact"]:
-        raise FormaError(f"the hls4ml C simulation disagrees with QONNX on {check['mismatching_rows']} "
-                         f"of {check['rows']} inputs (first: row {check['first_mismatch']['row']}); "
-                         f"see {out / 'report.md'}")
-    return report
+
+    def make(work):
+        hls = convert(network, board, work / "hls4ml_prj", options)
+        with contextlib.redirect_stdout(io.StringIO()):
+            hls.write()
+        check = verdict(execute_onnx(network.source, x), simulate(hls, network, x), y)
+        config = work / "hls4ml_prj" / "hls4ml_config.yml"  # hls4ml records its output folder
+        config.write_text(config.read_text().replace(str(work), str(final)))
+        report = dict(
+            model=str(model_path), backend="hls4ml", out=str(out), hls_backend=options.hls_backend,
+            io_type=options.io_type, board=board.name, part=board.device,
+            clock_mhz=options.target_mhz or board.target_mhz, reuse_factor=options.ii,
+            strategy="Latency" if options.ii == 1 else "Resource", project=str(out / "hls4ml_prj"),
+            input_type=hls_precision(input_format(network)), test_set=source, exactness=check,
+            layers=[dict(name=l.name, kind=l.kind, output=l.output.format.name,
+                         weight=l.weight_format.name if l.weight_format else None,
+                         bias=l.bias_format.name if l.bias_format else None)
+                    for l in network.layers],
+            hls_layers=_layer_types(hls), estimate=_native_estimate(network, board, work),
+            seconds=round(time.monotonic() - started, 1))
+        write_report(work, report, _markdown(report))
+        if not check["exact"]:
+            raise FormaError(f"the hls4ml C simulation disagrees with QONNX on "
+                             f"{check['mismatching_rows']} of {check['rows']} inputs (first: row "
+                             f"{check['first_mismatch']['row']}); see {work / 'report.md'}")
+        return report
+
+    return export_atomically(final, make)
 
 
 def run(model_path, x, options: ExportOptions) -> np.ndarray:

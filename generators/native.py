@@ -6,10 +6,7 @@ host interface; `run` simulates it on given inputs. Outputs are float32 in the m
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +16,7 @@ import numpy as np
 from forma.errors import FormaError, SpecError
 
 from . import native_plan
-from .backends import ExportOptions, test_inputs, verdict, write_report
+from .backends import ExportOptions, export_atomically, test_inputs, verdict, write_report
 from .designs import to_verilog
 from .native_board import BAUD, BoardBuild
 from .qonnx_import import FLOAT32_SIGNIFICAND, Network, execute_onnx, import_qonnx, \
@@ -103,6 +100,9 @@ def _layers(network, specs, folding):
                    weight=layer.weight_format.name if layer.weight_format else None,
                    bias=layer.bias_format.name if layer.bias_format else None,
                    reference=reference_note(rounding.get(layer.name)))
+        if layer.requant is not None:
+            row["requant"] = dict(vars(layer.requant))
+        row.update({k: layer.attrs[k] for k in ("qonnx_op", "folded") if k in layer.attrs})
         if layer.name in engines:
             spec, cycles = engines[layer.name]
             row.update(engine=spec.kind, lanes=spec.lanes, channels=spec.channels,
@@ -123,18 +123,6 @@ def _warn_reference_rounding(network):
                   f"{labels[name]} needs {bits} bits" for name, bits in rounding.items())
               + "; the check against QONNX still runs", file=sys.stderr, flush=True)
     return rounding
-
-
-def _replace(src: Path, dst: Path):
-    """Move folder `src` onto `dst`, removing the previous `dst` only once `src` is in place."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        shutil.rmtree(old, ignore_errors=True)
-        dst.rename(old)
-    src.rename(dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _check_and_build(specs, network, x, y, options, board, work, stem, verilog, seconds):
@@ -163,27 +151,6 @@ def _check_and_build(specs, network, x, y, options, board, work, stem, verilog, 
     finally:
         board_build.cancel()
     return check, timing, build, clock_hz
-
-
-def _export_atomically(out: Path, make):
-    """Run make(work) in a fresh sibling folder of `out` that replaces `out` only if it returns;
-    on a FormaError the folder becomes `<out>.failed` (paths in the message follow it) and `out`
-    is untouched."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    failed = out.with_name(out.name + ".failed")
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
-    try:
-        result = make(work)
-    except FormaError as error:
-        shutil.rmtree(failed, ignore_errors=True)
-        work.rename(failed)
-        raise type(error)(str(error).replace(str(work), str(failed))) from None
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    _replace(work, out)
-    shutil.rmtree(failed, ignore_errors=True)
-    return result
 
 
 def export(model_path, options: ExportOptions) -> dict:
@@ -223,7 +190,7 @@ def export(model_path, options: ExportOptions) -> dict:
         write_report(work, report, _markdown(report))
         return report
 
-    return _export_atomically(final, make)
+    return export_atomically(final, make)
 
 
 def _report(model_path, network, specs, folding, options, board, out, build, clock_hz, timing,

@@ -12,7 +12,7 @@ import numpy as np
 from amaranth import unsigned
 
 from forma.errors import SpecError
-from forma.hdl.dataflow import RELU, EngineSpec, MinifloatRequantize, Requantize
+from forma.hdl.dataflow import RELU, BipolarSign, EngineSpec, MinifloatRequantize, Requantize
 from forma.hdl.mac import int_shape
 from forma.sim.formats import FixedFormat, FloatFormat
 
@@ -223,9 +223,13 @@ class _Planner:
 
     def quant(self, layer):
         q, fmt = layer.requant, layer.output.format
+        if q.kind == "bipolar":
+            self.fuse(layer, BipolarSign(), int_shape(fmt))
+            return
         if q.kind != "minifloat":
-            self.fuse(layer, Requantize(q.shift, q.multiplier, q.rounding, fmt.raw_min,
-                                        fmt.raw_max, q.saturate), int_shape(fmt))
+            low = fmt.raw_min if q.low is None else q.low
+            self.fuse(layer, Requantize(q.shift, q.multiplier, q.rounding, low, fmt.raw_max,
+                                        q.saturate, q.offset), int_shape(fmt))
             return
         src = exact_fixed(self.x.format)
         _, shape = self.streams[self.x.name]
@@ -397,11 +401,16 @@ def input_codes(network: Network, x: np.ndarray) -> np.ndarray:
     if network.input_perm is not None:  # e.g. NCHW as exported -> channels-last
         x = x.transpose(network.input_perm)
     q = first.requant
+    if q.kind == "bipolar":  # QONNX: +1 where x >= 0 (NaN gives -1)
+        return fmt.from_raw(np.where(x.reshape(len(x), -1) >= 0, 1, -1))
     if q.kind == "minifloat":
         return fmt.encode(x.reshape(len(x), -1).astype(np.float64), rounding=q.rounding,
                           saturate=q.saturate)
-    return fmt.encode(x.reshape(len(x), -1).astype(np.float64) / first.output.scale,
-                      rounding=q.rounding, saturate=q.saturate)
+    codes = fmt.encode(x.reshape(len(x), -1).astype(np.float64) / first.output.scale,
+                       rounding=q.rounding, saturate=q.saturate)
+    if q.low is None:
+        return codes
+    return fmt.from_raw(np.maximum(fmt.to_raw(codes), q.low))  # QONNX's narrow signed range
 
 
 def output_values(network: Network, codes: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,11 @@ from forma.sim.formats.integer import AP_QUANT
 from forma.sim.formats.qonnx_map import (from_qonnx_floatquant, from_qonnx_intquant,
                                          qonnx_rounding)
 
-#: ONNX ops the importer maps (after QONNX cleanup, channels-last conversion and GemmToMatMul)
-SUPPORTED_OPS = ("Quant", "IntQuant", "FloatQuant", "MatMul", "Gemm", "Conv", "Add", "Relu",
-                 "MaxPool", "GlobalAveragePool", "Flatten", "Reshape", "Transpose", "Mul", "Div")
+from .qonnx_checks import (SUPPORTED_OPS, _check_conv_biases, _check_graph,
+                           _check_quantizer_parameters, _check_shapes_inferred, _check_single_io,
+                           _check_static_shapes, _check_transposes, _label, _one_line)
+from .qonnx_exact import avgpool_step
+
 #: quantizer ops that QONNX's constant folding must leave in place (their attributes are the formats)
 QUANT_OPS = ["Quant", "IntQuant", "BipolarQuant", "FloatQuant", "Trunc", "QuantizeLinear",
              "DequantizeLinear"]
@@ -51,15 +53,20 @@ class QTensor:
 class Requant:
     """How a `quant` layer maps an exact input raw integer onto its output format.
 
-    shift/dyadic: out_raw = saturate(round(in_raw * multiplier / 2**shift)) with `rounding` (a forma
-    rounding name) and the output format's bounds; `shift` < 0 is an exact left shift.
+    shift/dyadic: out_raw = saturate(round((in_raw * multiplier + offset) / 2**shift)) with
+    `rounding` (a forma rounding name) and the output format's bounds; `shift` < 0 is an exact
+    left shift.
     minifloat: out = output FloatFormat.encode(in_value, rounding, saturate).
+    bipolar: out_raw = +1 if in_value >= 0 else -1 (QONNX BipolarQuant).
+    `low`: the lowest output raw when it is not the format's (QONNX's narrow signed range).
     """
     kind: str
     shift: int = 0
     multiplier: int = 1
     rounding: str = "rne"
     saturate: bool = True
+    low: int | None = None
+    offset: int = 0
 
 
 @dataclass(eq=False)
@@ -123,31 +130,40 @@ class Network:
 
 # --- loading and cleaning ---------------------------------------------------------------------
 def load_model(model):
-    """A ModelWrapper for a path, ModelProto or ModelWrapper; FormaError for unreadable files."""
+    """A ModelWrapper for a path, ModelProto or ModelWrapper; FormaError for unreadable files
+    and for graphs that are not well formed (see `_check_graph`)."""
+    import onnx
     from qonnx.core.modelwrapper import ModelWrapper
     if isinstance(model, ModelWrapper):
         return model
+    where = "the model"
     if isinstance(model, (str, Path)):
         path = Path(model)
-        if not path.is_file():
+        if not path.exists():
             raise FormaError(f"model file {path} does not exist")
+        if not path.is_file():
+            raise FormaError(f"model file {path} is not a file; give the path of an .onnx file")
         try:
-            import onnx
-            proto = onnx.load(str(path))
+            model = onnx.load(str(path))
         except Exception as error:  # truncated or not protobuf at all
             raise FormaError(f"{path} is not a readable ONNX model ({type(error).__name__}); "
                              "re-export it") from None
-        if not proto.graph.node:
-            raise FormaError(f"{path} is not a readable ONNX model (it has no graph nodes)")
-        return ModelWrapper(proto)
-    return ModelWrapper(model)
+        where = str(path)
+    if not isinstance(model, onnx.ModelProto):
+        raise FormaError(f"cannot load a model from a {type(model).__name__}; give an .onnx path, "
+                         "an onnx.ModelProto or a QONNX ModelWrapper")
+    _check_graph(model, where)
+    try:
+        return ModelWrapper(model)
+    except Exception as error:
+        raise FormaError(f"{where} is not a model QONNX can read: {_one_line(error)}") from None
 
 
 def clean(model, channels_last=True):
     """QONNX cleanup + channels-last + GemmToMatMul + cleanup, keeping every quantizer node.
 
-    Same transformations as qonnx.util.cleanup.cleanup_model, except that constant folding also
-    keeps FloatQuant/IntQuant/Trunc, so weight formats survive (cleanup_model would fold them).
+    Same transformations as qonnx.util.cleanup.cleanup_model, except that constant folding keeps
+    every op in QUANT_OPS, so weight formats survive (cleanup_model would fold them).
     channels_last=False gives only the cleanup (the graph as exported, for execution).
     """
     import warnings
@@ -176,52 +192,64 @@ def clean(model, channels_last=True):
     try:
         with warnings.catch_warnings(), _ir_version_cap():
             warnings.simplefilter("ignore")
-            model = cleanup(model)
+            inferred = model.transform(InferShapes())
+            _check_shapes_inferred(inferred)
+            model = cleanup(_give_transposes_perms(inferred))
             if channels_last:
-                # ConvertToChannelsLastAndClean folds constants with QONNX's default exclusions,
-                # which would turn FloatQuant weights into plain float32: let them pass as Quant
-                # (elementwise like FloatQuant, never folded) and restore them by their 6 inputs.
-                _retype(model, "FloatQuant", "Quant", 6)
+                # ConvertToChannelsLastAndClean folds constants with QONNX's default exclusions
+                # (Quant, BipolarQuant), which would turn IntQuant/FloatQuant/Trunc weights into
+                # plain float32: let them pass as Quant (elementwise too, never folded).
+                _disguise_as_quant(model)
                 model = model.transform(ConvertToChannelsLastAndClean())
                 model = model.transform(GemmToMatMul())
+                _undisguise(model)  # before cleanup, which names nodes by op type
                 model = cleanup(model)
-                _retype(model, "Quant", "FloatQuant", 6)
             model = model.transform(SortGraph())
         _check_single_io(model)
+        _check_quantizer_parameters(model)
+        _check_transposes(model)
+        _check_conv_biases(model)
     except FormaError:
         raise
     except Exception as error:
-        raise FormaError(f"QONNX could not clean the model: {type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''}") from None
+        raise FormaError(f"QONNX could not clean the model: {_one_line(error)}") from None
     return model
 
 
-def _label(node) -> str:
-    """'Cleaned_name' plus the exporter's own node name, kept in doc_string by `clean`."""
-    return f"'{node.name}'" + (f" ('{node.doc_string}')" if node.doc_string not in ("", node.name)
-                               else "")
+#: quantizers QONNX's default constant folding keeps (ConvertToChannelsLastAndClean uses it)
+_KEPT_BY_QONNX = ("Quant", "BipolarQuant")
+_OP_TYPE_TAG = "forma_op_type"
 
 
-def _retype(model, old, new, n_inputs):
+def _disguise_as_quant(model):
+    """Retype the QUANT_OPS nodes QONNX's default folding would fold as Quant, tagged with
+    their op type (an attribute) for `_undisguise`."""
+    from onnx import helper
     for node in model.graph.node:
-        if node.op_type == old and len(node.input) == n_inputs:
-            node.op_type = new
+        if node.op_type in QUANT_OPS and node.op_type not in _KEPT_BY_QONNX:
+            node.attribute.append(helper.make_attribute(_OP_TYPE_TAG, node.op_type))
+            node.op_type = "Quant"
 
 
-def _check_static_shapes(model):
-    inits = {t.name for t in model.graph.initializer}
-    for vi in [v for v in model.graph.input if v.name not in inits] + list(model.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        if not dims or any(d.dim_param or d.dim_value <= 0 for d in dims):
-            raise SpecError(f"tensor '{vi.name}' has a dynamic shape "
-                            f"({[d.dim_param or d.dim_value for d in dims]}); export with a fixed "
-                            "input shape (batch 1)")
+def _undisguise(model):
+    for node in model.graph.node:
+        tags = [a for a in node.attribute if a.name == _OP_TYPE_TAG]
+        for tag in tags:
+            node.op_type = tag.s.decode()
+            node.attribute.remove(tag)
 
 
-def _check_single_io(model):
-    if len(model.graph.input) != 1 or len(model.graph.output) != 1:
-        raise SpecError(f"the model has {len(model.graph.input)} inputs and "
-                        f"{len(model.graph.output)} outputs; forma maps one input and one output")
+def _give_transposes_perms(model):
+    """Write ONNX's default perm (the input's axes reversed) on each Transpose that has none,
+    so QONNX's passes and the walker read one explicit permutation."""
+    from onnx import AttributeProto, helper
+    for node in model.graph.node:
+        shape = model.get_tensor_shape(node.input[0]) if node.input else None
+        if node.op_type == "Transpose" and shape is not None and \
+                all(a.name != "perm" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("perm", list(range(len(shape)))[::-1],
+                                                        attr_type=AttributeProto.INTS))
+    return model
 
 
 # --- formats ----------------------------------------------------------------------------------
@@ -292,6 +320,7 @@ class _Walk:
         self.transposes: dict[tuple, QTensor] = {}  # (input name, perm) -> output
         self.float_perms: dict[str, tuple | None] = {}  # float tensor -> transpose of the input
         self.input_perm = None
+        self.steps = {}  # float32 BatchNormalization/average results -> FloatStep (await a Quant)
 
     def shape(self, name):
         s = self.model.get_tensor_shape(name)
@@ -323,6 +352,11 @@ class _Walk:
         """QTensor of a datapath input; errors for float tensors and unquantized constants."""
         if name in self.tensors:
             return self.tensors[name]
+        if name in self.steps:
+            step = self.steps[name]
+            raise SpecError(f"node {_label(node)} ({node.op_type}) reads the float32 result of "
+                            f"{step.node} ({step.op}), which has no exact integer form on its own; "
+                            f"put a quantizer (Quant) directly after the {step.op}")
         if name in self.consts or self.model.get_initializer(name) is not None:
             raise SpecError(f"node {_label(node)} ({node.op_type}): constant '{name}' is used as "
                             "data; forma maps constants only as weights and biases")
@@ -339,11 +373,16 @@ class _Walk:
         raise SpecError(f"node {_label(node)} ({node.op_type}): weight '{name}' is not a constant "
                         "(it is computed at run time); forma needs constant weights")
 
-    def emit(self, kind, node, inputs, fmt, scale=1.0, **kw):
-        out = QTensor(node.output[0], self.shape(node.output[0]), fmt, scale)
+    def emit(self, kind, node, inputs, fmt, scale=1.0, output=None, name=None, **kw):
+        """Append a layer for `node`. A node mapped to several layers gives each an `output`
+        tensor with a suffix (e.g. '_divided') and the layer the same suffix, or its own `name`."""
+        output = output or node.output[0]
+        name = name or node.name + output.removeprefix(node.output[0])
+        if any(layer.name == name for layer in self.layers):
+            raise FormaError(f"node {_label(node)}: the importer named two layers '{name}'")
+        out = QTensor(output, self.shape(node.output[0]), fmt, scale)
         self.tensors[out.name] = out
-        self.layers.append(Layer(kind, node.name, tuple(inputs), out, origin=node.doc_string,
-                                 **kw))
+        self.layers.append(Layer(kind, name, tuple(inputs), out, origin=node.doc_string, **kw))
         return out
 
     # --- quantizers
@@ -363,11 +402,16 @@ class _Walk:
         if const is not None:
             return self.const_quant(node, np.asarray(const, np.float64), scale, float(bits.ravel()[0]),
                                     signed, narrow, mode)
+        if x in self.steps:
+            from .qonnx_quantizers import quant_step
+            return quant_step(self, node, scale, float(bits.ravel()[0]), signed, narrow, mode)
         src = self.quant_source(node)
         k = pow2_exponent(scale)
+        low = -(2 ** (int(bits.ravel()[0]) - 1)) + 1 if narrow and signed else None
         if k is not None:
             fmt = int_quant_format(float(bits.ravel()[0]), signed, narrow, k, mode, _label(node))
-            return self.emit("quant", node, [src], fmt, requant=self.shift_requant(src, fmt, mode))
+            return self.emit("quant", node, [src], fmt,
+                             requant=replace(self.shift_requant(src, fmt, mode), low=low))
         if scale.size != 1:
             raise SpecError(f"node {_label(node)} (Quant): per-channel scales that are not one "
                             "power of two have no exact hardware form; use a per-tensor "
@@ -375,9 +419,9 @@ class _Walk:
         fmt = FixedFormat(int(bits.ravel()[0]), int(bits.ravel()[0]), bool(signed),
                           quant=_AP_QUANT_OF.get(qonnx_rounding(mode), "RND_CONV"),
                           overflow="SAT_SYM" if narrow else "SAT")
+        requant = dyadic_requant(src, float(np.float32(scale.ravel()[0])), fmt, mode, _label(node))
         return self.emit("quant", node, [src], fmt, scale=float(np.float32(scale.ravel()[0])),
-                         requant=dyadic_requant(src, float(np.float32(scale.ravel()[0])), fmt,
-                                                mode, _label(node)))
+                         requant=replace(requant, low=low))
 
     def quant_source(self, node):
         name = node.input[0]
@@ -508,6 +552,11 @@ class _Walk:
                          float32_bits=_significant_bits(lx + ly, hx + hy, frac))
 
     def relu(self, node):
+        if node.input[0] in self.steps:  # relu(v) then Quant == Quant then relu: after the Quant
+            step = self.steps.pop(node.input[0])
+            step.relu = True
+            self.steps[node.output[0]] = step
+            return None
         x = self.data(node.input[0], node)
         return self.emit("relu", node, [x], x.format, x.scale)
 
@@ -525,16 +574,29 @@ class _Walk:
         channels_last = node.domain.endswith("channels_last")
         count = int(np.prod(x.shape[1:-1] if channels_last else x.shape[2:]))
         k = pow2_exponent(count)
-        if k is None or x.scale != 1.0:
-            raise SpecError(f"node {_label(node)} (GlobalAveragePool): dividing by {count} "
-                            "positions is exact only for a power-of-two count; use a power-of-two "
-                            "spatial size or MaxPool")
         f = exact_fixed(x.format)
         lo, hi = value_range(x)
-        fmt = range_format(lo, hi, f.frac_bits + k)
-        return self.emit("global_avgpool", node, [x], fmt,
-                         attrs=dict(count=count, channels_last=channels_last),
-                         float32_bits=_significant_bits(lo * count, hi * count, f.frac_bits))
+        bits = _significant_bits(lo * count, hi * count, f.frac_bits)
+        attrs = dict(count=count, channels_last=channels_last)
+        if k is not None and x.scale == 1.0:
+            return self.emit("global_avgpool", node, [x], range_format(lo, hi, f.frac_bits + k),
+                             attrs=attrs, float32_bits=bits)
+        if x.scale != 1.0 or bits > FLOAT32_SIGNIFICAND:
+            raise SpecError(f"node {_label(node)} (GlobalAveragePool): dividing by {count} "
+                            "positions is exact here only for a power-of-two count (the input "
+                            f"{'has a non-power-of-two scale' if x.scale != 1.0 else 'sums need'} "
+                            f"{'' if x.scale != 1.0 else f'{bits} bits, over float32 24'}); use a "
+                            "power-of-two spatial size, narrower inputs or MaxPool")
+        # the exact sum, divided by the Quant that follows (an integer form proven against QONNX)
+        total = self.emit("global_avgpool", node, [x], range_format(lo * count, hi * count,
+                                                                    f.frac_bits),
+                          attrs=dict(attrs, qonnx_op="GlobalAveragePool"), float32_bits=bits)
+        del self.tensors[total.name]
+        spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
+        self.steps[total.name] = avgpool_step(total, f.frac_bits, int(round(lo * 2.0 ** f.frac_bits)),
+                                              int(round(hi * 2.0 ** f.frac_bits)), spatial,
+                                              _label(node))
+        return total
 
     def scale_by_constant(self, node):
         a, b = node.input[:2]
@@ -557,6 +619,12 @@ class _Walk:
 
     def layout(self, node):
         name = node.input[0]
+        if name in self.steps and node.op_type != "Transpose" and self.steps[name].fold is None:
+            step = self.steps.pop(name)  # the average's shape changes, not its values' order
+            step.source = self.emit("reshape", node, [step.source], step.source.format)
+            del self.tensors[step.source.name]
+            self.steps[node.output[0]] = step
+            return None
         if name in self.floats:  # a layout change of the float graph input
             self.floats.add(node.output[0])
             perm = self.float_perms.get(name)
@@ -586,7 +654,11 @@ class _Walk:
         return self.emit("reshape", node, [x], x.format, x.scale)
 
     def run(self):
+        from . import qonnx_quantizers as quantizers
         handlers = {"Quant": self.quant, "IntQuant": self.quant, "FloatQuant": self.float_quant,
+                    **{op: (lambda node, f=f: f(self, node)) for op, f in (
+                        ("BipolarQuant", quantizers.bipolar_quant), ("Trunc", quantizers.trunc),
+                        ("BatchNormalization", quantizers.batchnorm))},
                     "MatMul": self.matmul, "Conv": self.conv, "Add": self.add, "Relu": self.relu,
                     "MaxPool": self.maxpool, "GlobalAveragePool": self.global_avgpool,
                     "Mul": self.scale_by_constant, "Div": self.scale_by_constant,
@@ -626,14 +698,21 @@ def accumulator(x: QTensor, w: np.ndarray, wfmt, bfmt, bias) -> FixedFormat:
     largest possible sum for the actual weights, so no input can overflow it.
     """
     fx, fw = exact_fixed(x.format), exact_fixed(wfmt)
-    lo, hi = value_range(x)
     frac = fx.frac_bits + fw.frac_bits
+    if bias is not None:
+        frac = max(frac, exact_fixed(bfmt).frac_bits)
+    bot, top = channel_bounds(x, w, bias)
+    return range_format(float(np.min(bot)), float(np.max(top)), frac)
+
+
+def channel_bounds(x: QTensor, w: np.ndarray, bias) -> tuple:
+    """Per output channel j, the least and greatest sum_i x_i * w[i, j] (+ bias_j) over x's range."""
+    lo, hi = value_range(x)
     top = np.sum(np.maximum(w * lo, w * hi), axis=0)
     bot = np.sum(np.minimum(w * lo, w * hi), axis=0)
     if bias is not None:
-        frac = max(frac, exact_fixed(bfmt).frac_bits)
         top, bot = top + bias, bot + bias
-    return range_format(float(np.min(bot)), float(np.max(top)), frac)
+    return bot, top
 
 
 def _significant_bits(lo: float, hi: float, frac: int) -> int:

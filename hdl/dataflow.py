@@ -31,14 +31,16 @@ PIPELINE = 3  # cycles from issuing the last product of a group to its sum in th
 
 @dataclass(frozen=True)
 class Requantize:
-    """out = clamp(round(in * multiplier / 2**shift), lo, hi), `rounding` a forma rounding name;
-    shift < 0 is an exact left shift; saturate=False wraps into `bits` instead of clamping."""
+    """out = clamp(round((in * multiplier + offset) / 2**shift), lo, hi), `rounding` a forma
+    rounding name; shift < 0 is an exact left shift; saturate=False wraps into `bits` instead of
+    clamping."""
     shift: int
     multiplier: int
     rounding: str
     lo: int
     hi: int
     saturate: bool = True
+    offset: int = 0
 
     def __post_init__(self):
         if self.rounding not in ROUND_UP:
@@ -49,6 +51,8 @@ class Requantize:
         """The requantized Amaranth value of the signed integer `value`."""
         if self.multiplier != 1:
             value = value * self.multiplier
+        if self.offset:
+            value = value + self.offset
         if self.shift <= 0:
             q = value << -self.shift
         else:
@@ -64,7 +68,7 @@ class Requantize:
     def reference(self, value: np.ndarray) -> np.ndarray:
         """The same on int64 numpy arrays."""
         from ..sim.formats.base import round_shift
-        v = np.asarray(value, np.int64) * self.multiplier
+        v = np.asarray(value, np.int64) * self.multiplier + self.offset
         q = v << -self.shift if self.shift <= 0 else round_shift(v, self.shift, self.rounding)
         if not self.saturate:
             span = self.hi - self.lo + 1
@@ -107,6 +111,17 @@ class MinifloatRequantize:
     def reference(self, value: np.ndarray) -> np.ndarray:
         v = np.asarray(value, np.int64).astype(np.float64) * 2.0 ** -self.frac_bits
         return self.format.encode(v, rounding="rne", saturate=self.saturate).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BipolarSign:
+    """out = +1 where in >= 0, else -1 (a signed 2-bit raw): QONNX's BipolarQuant of the value."""
+
+    def hardware(self, m, value):
+        return Mux(value < 0, -1, 1)
+
+    def reference(self, value: np.ndarray) -> np.ndarray:
+        return np.where(np.asarray(value, np.int64) < 0, -1, 1).astype(np.int64)
 
 
 RELU = "relu"

@@ -106,7 +106,7 @@ class MXDotPE(wiring.Component):
             "o": Out(stream.Signature(out.bits)),
         })
 
-    def _products(self, m):
+    def _products(self, m, payload):
         """Per element pair: the exact product as a signed term on the accumulator's LSB, and
         the product's special flags (nan, +inf, -inf)."""
         w, lsb = self.format.bits, self.acc_lsb
@@ -116,7 +116,7 @@ class MXDotPE(wiring.Component):
             for role in "ab":
                 unit = m.submodules[f"decode_{role}{index}"] = decoder_for(self.element_format)
                 code, value = unit_ports(unit)
-                m.d.comb += code.eq(self.i.payload[role][index * w:(index + 1) * w])
+                m.d.comb += code.eq(payload[role][index * w:(index + 1) * w])
                 values.append((unit, value))
             (unit_a, x), (unit_b, y) = values
             product = multiply_unpacked(m, x, y)
@@ -136,9 +136,17 @@ class MXDotPE(wiring.Component):
         advance = ~self.o.valid | self.o.ready
         m.d.comb += self.i.ready.eq(advance)
         pipe = Pipeline(m, advance, self.i.valid, self.CUTS[:self.stages - 1])
+        code = self.block_dot(m, pipe, self.i.payload)
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(pipe.valid), self.o.payload.eq(code)]
+        return m
 
-        terms, nan, pos_inf, neg_inf = self._products(m)
-        sa, sb, scales = self.i.payload.sa, self.i.payload.sb, self.format.scale_format
+    def block_dot(self, m, pipe, payload):
+        """The datapath in module `m`: the out_format code of the block pair in `payload` (a
+        View of `i`'s payload layout), registered at `pipe`'s cut points (a Pipeline whose cuts
+        are among CUTS[1:]; the caller registers the code)."""
+        terms, nan, pos_inf, neg_inf = self._products(m, payload)
+        sa, sb, scales = payload.sa, payload.sb, self.format.scale_format
         nan = nan | (sa == scales.nan_code) | (sb == scales.nan_code) | (pos_inf & neg_inf)
         scale = Signal(len(sa) + 1)
         m.d.comb += scale.eq(sa + sb)
@@ -165,6 +173,4 @@ class MXDotPE(wiring.Component):
                                                     **self._encoder_options)
         port_in, code = unit_ports(encoder)
         connect_value(m, port_in, value)
-        with m.If(advance):
-            m.d.sync += [self.o.valid.eq(pipe.valid), self.o.payload.eq(code)]
-        return m
+        return code

@@ -17,13 +17,15 @@ from amaranth.lib.wiring import In, Out
 
 from ..boards import synthesize
 from ..errors import BuildError, FormaError, SpecError
+from ..generators import native
 from ..generators.backends import ExportOptions, load_inputs
 from ..generators.qonnx_import import execute_onnx, import_qonnx
 
 MODEL = "examples/digits_mlp.onnx"
 BOARDS = ["ulx3s-85f", "icebreaker"]
-#: folding choices on the first board: (label, ExportOptions fields)
-FOLDINGS = [("fastest (ii=1)", {}), ("max-dsps=8", {"max_dsps": 8}),
+#: folding choices on the first board: (label, ExportOptions fields); "fastest" sets no cap: the
+#: fastest folding that fits the board (its initiation interval is in the table)
+FOLDINGS = [("fastest", {}), ("max-dsps=8", {"max_dsps": 8}),
             ("max-luts=1500", {"max_luts": 1500})]
 OUT = Path("build") / "bench" / "export"
 
@@ -38,13 +40,13 @@ def cell_counts(report_path: Path) -> dict:
             "dsp": pick("MULT18X18D", "SB_MAC16")}
 
 
-def native_row(model, board, label, fields):
+def native_row(model, board, label, fields, root=OUT):
     """One `forma export` run: its figures and the wall time of each stage."""
-    out = OUT / f"native-{board}-{label.split()[0].replace('=', '')}"
+    out = root / f"native-{board}-{label.split()[0].replace('=', '')}"
     options = ExportOptions(board=board, out=str(out), **fields)
     print(f"  native export {model} on {board} ({label})", flush=True)
     try:
-        report = _export(model, options)
+        report = native.export(model, options)
     except (BuildError, SpecError) as error:
         return {"design": f"forma native, {label}", "board": board, "fits": False,
                 "error": str(error)}
@@ -57,11 +59,6 @@ def native_row(model, board, label, fields):
             "bit_exact_rows": f"{report['exactness']['rows'] - report['exactness'].get('mismatching_rows', 0)}"
                               f"/{report['exactness']['rows']}",
             "seconds": report["seconds"]}
-
-
-def _export(model, options):
-    from ..generators import native
-    return native.export(model, options)
 
 
 # --- da4ml ------------------------------------------------------------------------------------
@@ -129,14 +126,14 @@ class VerilogBlock(wiring.Component):
         return m
 
 
-def da4ml_row(model, board, latency_cutoff, x):
+def da4ml_row(model, board, latency_cutoff, x, root=OUT):
     """da4ml's design of `model`: cells and Fmax from a real build, latency from its pipeline,
     and how many test rows its arithmetic answers exactly as QONNX does."""
     from da4ml.codegen import RTLModel
     network = import_qonnx(model)
     started = time.monotonic()
     logic, pipe = da4ml_trace(network, latency_cutoff)
-    folder = OUT / f"da4ml-{board}-verilog"
+    folder = root / f"da4ml-{board}-verilog"
     RTLModel(pipe, "mlp", folder, flavor="verilog", print_latency=False).write()
     sources = {p.name: p.read_text() for p in sorted((folder / "src").glob("mlp*.v"))
                if p.name != "mlp_wrapper.v"}
@@ -156,11 +153,11 @@ def da4ml_row(model, board, latency_cutoff, x):
            "bit_exact_rows": f"{agree}/{len(x)}"}
     try:
         build = synthesize(lambda: VerilogBlock("mlp", sources, in_bits, out_bits), board,
-                           OUT / f"da4ml-{board}", design="da4ml digits mlp")
+                           root / f"da4ml-{board}", design="da4ml digits mlp")
     except BuildError as error:
         return {**row, "fits": False, "error": str(error)}
     fmax = build["fmax_mhz"]
-    return {**row, "fits": True, **cell_counts(OUT / f"da4ml-{board}" / "report.json"),
+    return {**row, "fits": True, **cell_counts(root / f"da4ml-{board}" / "report.json"),
             "fmax_mhz": fmax, "latency_ns": round(latency * 1000 / fmax, 1) if fmax else None,
             "inferences_per_s": round(fmax * 1e6) if fmax else None,
             "seconds": {"total": round(time.monotonic() - started, 1)}}
@@ -197,22 +194,25 @@ def main(argv=None):
     parser.add_argument("--no-da4ml", action="store_true", help="skip the da4ml comparison")
     parser.add_argument("--da4ml-latency-cutoff", type=float, default=5,
                         help="da4ml pipeline: adder depth per stage (default 5)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"output folder (default {OUT})")
     args = parser.parse_args(argv)
     x, _ = load_inputs(Path(args.model).with_name("digits_test.npz"))
-    rows = []
-    for board in args.boards:
-        choices = FOLDINGS if board == args.boards[0] else FOLDINGS[:1]
-        rows += [native_row(args.model, board, label, fields) for label, fields in choices]
+    runs = [(native_row, args.model, board, label, fields, args.out)
+            for board in args.boards
+            for label, fields in (FOLDINGS if board == args.boards[0] else FOLDINGS[:1])]
     if not args.no_da4ml:
-        rows.append(da4ml_row(args.model, args.boards[0], args.da4ml_latency_cutoff, x))
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "export.json").write_text(json.dumps(rows, indent=1))
+        runs.append((da4ml_row, args.model, args.boards[0], args.da4ml_latency_cutoff, x, args.out))
+    rows = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    for run, *arguments in runs:
+        rows.append(run(*arguments))
+        (args.out / "export.json").write_text(json.dumps(rows, indent=1))  # partial results too
     print(table(rows))
     walls = [r["seconds"]["total"] for r in rows if "forma" in r["design"] and r.get("fits")]
     if walls:
         print(f"wall time .onnx -> bitstream (incl. the Verilator check against QONNX): "
               f"{min(walls):.0f}-{max(walls):.0f} s")
-    print(f"JSON: {OUT / 'export.json'}")
+    print(f"JSON: {args.out / 'export.json'}")
     return 0
 
 

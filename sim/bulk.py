@@ -188,21 +188,28 @@ class BulkResult:
         return self.vectors / self.sim_seconds if self.sim_seconds else float("inf")
 
 
-def run_bulk(component, vectors, expected, in_width, out_width, build_dir, lanes=8,
-             stall=False, streams=None) -> BulkResult:
-    """Check `component` on Verilator: packed input payloads `vectors` must give `expected`.
+@dataclass
+class ChunkPlan:
+    """The hex chunks `write_chunks` wrote: per chunk {start, real, count} (count = vectors per
+    lane), `origin` maps each written position to its vector index (-1: padding), `depth` is
+    the checker memory's size in vectors."""
+    chunks: list
+    origin: np.ndarray
+    depth: int
 
-    vectors/expected: packed payloads in stream order per lane, uint64 (1-D) or, for payloads
-    wider than 64 bits, (n, words) little-endian uint64 words (see `pack_fields`). The
-    work is cut into chunks of up to CHUNK_LIMIT vectors, each split over `lanes`; `streams`
-    (a Streams) keeps stateful streams whole on one lane.
+
+def write_chunks(vectors, expected, in_width, out_width, chunk_dir, lanes, streams=None) -> ChunkPlan:
+    """Write stim_<n>.hex / expect_<n>.hex for the bulk checker into `chunk_dir`.
+
+    vectors/expected: packed payloads, uint64 (1-D) or (n, words) little-endian uint64 words
+    (see `pack_fields`). The work is cut into chunks of up to CHUNK_LIMIT vectors, each split
+    over `lanes`; `streams` (a Streams) keeps stateful streams whole on one lane.
     """
     vectors = np.asarray(vectors, dtype=np.uint64)
     expected = np.asarray(expected, dtype=np.uint64)
     if vectors.ndim not in (1, 2) or expected.ndim not in (1, 2) or len(vectors) != len(expected):
         raise ValueError("vectors and expected (1-D, or 2-D words) must have one entry per vector")
-    build_dir = Path(build_dir).resolve()
-    chunk_dir = build_dir / "chunks"
+    chunk_dir = Path(chunk_dir)
     chunk_dir.mkdir(parents=True, exist_ok=True)
     chunks, origin, offset = [], [], 0
     for number, grid in enumerate(_layout(len(vectors), lanes, streams)):
@@ -220,20 +227,33 @@ def run_bulk(component, vectors, expected, in_width, out_width, build_dir, lanes
         origin.append(np.where(pad, -1, order))
         offset += len(order)
     origin = np.concatenate(origin) if origin else np.zeros(0, dtype=np.int64)
+    depth = max(chunk["count"] for chunk in chunks) * lanes if chunks else lanes
+    return ChunkPlan(chunks, origin, depth)
+
+
+def run_bulk(component, vectors, expected, in_width, out_width, build_dir, lanes=8,
+             stall=False, streams=None) -> BulkResult:
+    """Check `component` on Verilator: packed input payloads `vectors` must give `expected`.
+
+    vectors/expected, lanes, streams: as for `write_chunks`.
+    """
+    build_dir = Path(build_dir).resolve()
+    chunk_dir = build_dir / "chunks"
+    plan = write_chunks(vectors, expected, in_width, out_width, chunk_dir, lanes, streams)
     manifest = build_dir / "manifest.json"
-    manifest.write_text(json.dumps({"chunks": chunks, "dir": str(chunk_dir), "stall": stall}))
+    manifest.write_text(json.dumps({"chunks": plan.chunks, "dir": str(chunk_dir), "stall": stall}))
     results = build_dir / "bulk_results.json"
     results.unlink(missing_ok=True)
-    depth = max(chunk["count"] for chunk in chunks) * lanes if chunks else lanes
-    top = checker_verilog(in_width, out_width, lanes, depth) + to_verilog(component, name="dut")
+    top = checker_verilog(in_width, out_width, lanes, plan.depth) + to_verilog(component, name="dut")
     run = run_cocotb(top, "forma.sim.tb_bulk", build_dir,
                      {"FORMA_BULK_MANIFEST": manifest, "FORMA_BULK_RESULTS": results},
                      timing=True)
     if not results.exists():
         raise RuntimeError(f"the bulk testbench did not finish; see {run['log']}")
     data = json.loads(results.read_text())
-    first = [(int(origin[index]), got) for index, got in data["first"] if origin[index] >= 0]
-    return BulkResult(len(vectors), data["mismatches"], first[:CAPTURED], data["seconds"],
+    first = [(int(plan.origin[index]), got) for index, got in data["first"]
+             if plan.origin[index] >= 0]
+    return BulkResult(int((plan.origin >= 0).sum()), data["mismatches"], first[:CAPTURED], data["seconds"],
                       run["log"], run["waves"])
 
 

@@ -118,6 +118,53 @@ class MacCase:
             a = self._codes(fa, values)
             if len(a) == len(values) and one_b:
                 streams.append((a, one_b * len(a)))
+        return streams + self.bit_streams()
+
+    def bit_streams(self):
+        """[(a, b)] streams whose exact sums are +-2**k and 2**k - 1 accumulator units for every
+        accumulator bit k the bound reaches: each accumulator bit alone, and every run of low
+        ones, is seen by the zero test and the rounding (float/int/fixed MACs; greedy sums of
+        the largest products that fit, skipped where the products cannot hit the target)."""
+        if self.posit:
+            return []
+        from fractions import Fraction
+        from ..hdl.float_mac import lsb_exponent
+        fa, fb = self.formats
+        unit = Fraction(2) ** (lsb_exponent(fa) + lsb_exponent(fb))
+        def positive(fmt):
+            codes = fmt.all_codes()
+            values = fmt.decode(codes)
+            keep = np.isfinite(values) & (values > 0)
+            return [(int(c), Fraction(float(v))) for c, v in zip(codes[keep], values[keep])]
+        products = {}
+        for ca, va in positive(fa):
+            for cb, vb in positive(fb):
+                units = va * vb / unit
+                if units.denominator == 1:
+                    products.setdefault(int(units), (ca, cb))
+        if not products:
+            return []
+        sizes = sorted(products)
+        negate = {int(c): n[0] for c in fa.all_codes()
+                  if (n := self._codes(fa, [-fa.decode(np.array([c], dtype=np.uint64))[0]]))}
+        streams = []
+        for bit in range((ACCUMULATION_BOUND * sizes[-1]).bit_length()):
+            for target, sign in ((1 << bit, 1), (1 << bit, -1), ((1 << bit) - 1, 1)):
+                pairs, rest = [], target
+                while rest and len(pairs) <= ACCUMULATION_BOUND:
+                    size = sizes[int(np.searchsorted(sizes, rest, side="right")) - 1] \
+                        if rest >= sizes[0] else None
+                    if size is None:
+                        break
+                    pairs.append(products[size])
+                    rest -= size
+                if rest or not pairs or len(pairs) > ACCUMULATION_BOUND:
+                    continue
+                if sign < 0:
+                    if any(a not in negate for a, _ in pairs):
+                        continue
+                    pairs = [(negate[a], b) for a, b in pairs]
+                streams.append(([a for a, _ in pairs], [b for _, b in pairs]))
         return streams
 
     def _assemble(self, streams, a, b, rng):

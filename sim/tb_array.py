@@ -209,27 +209,34 @@ def check_product(stream, a, b):
                           f"expected {want[tuple(bad[0])]}")
 
 
-@cocotb.test()
-async def array_matches_reference(dut):
-    """Random matmuls through the array equal the tiled reference, at full rate and under stalls."""
-    spec, seed, count = cocotb_config()
-    array = elaborate(spec)
-    rng = np.random.default_rng(seed)
-    rows, cols = array.rows, array.cols
-    dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.factor}")
-    # A rounding format without NaN cannot take a NaN sum (the reference refuses it).
-    out = array.out_format
-    allow_nan = out is None or out.family == "posit" or out.has_nan
+THROUGHPUT_SHARE = 0.95   # of rows x cols MACs/cycle the full-rate phase must reach
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+async def reset(dut, array, selector=None):
+    """Two reset cycles with every input idle; `selector` (if given) drives the mutant selector
+    port from the reset on, so mutants of the reset logic count too."""
+    await FallingEdge(dut.clk)
     dut.rst.value = 1
     dut.i__valid.value = 0
     dut.o__ready.value = 0
     if array.dataflow == "ws":
         dut.wl__valid.value = 0
+    if selector is not None:
+        dut.mutsel.value = selector
     for _ in range(2):
         await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
     dut.rst.value = 0
+
+
+async def regression(dut, array, spec, seed, count):
+    """The array regression from reset: a full-rate tiled matmul, then ragged random matmuls
+    with corner values under stalls; asserts every output row, returns the statistics."""
+    rng = np.random.default_rng(seed)
+    rows, cols = array.rows, array.cols
+    # A rounding format without NaN cannot take a NaN sum (the reference refuses it).
+    out = array.out_format
+    allow_nan = out is None or out.family == "posit" or out.has_nan
 
     # Phase 1: a full-rate matmul long enough that fill and drain are a small share.
     n = 2 * cols
@@ -263,10 +270,53 @@ async def array_matches_reference(dut):
         check_product(stream, a, b)
         checked += shape[0] * shape[2]
     dut._log.info(f"stalled phase: {checked} outputs checked, 0 mismatches")
+    return {"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
+            "ideal": rows * cols, "useful_macs_per_cycle": useful,
+            "full_rate": stats, "stalled_outputs": checked}
 
+
+async def mutation_runs(dut, array, spec, seed, count, mutants, path):
+    """The regression once per mutant selector (0 = the original first), each from a reset;
+    a mutant is killed by the first wrong output row, a hang, full-rate throughput below
+    THROUGHPUT_SHARE, or a full-rate phase whose cycle counts differ from the original's (the
+    same stimulus: any difference is a visible handshake change). Results go to `path` as
+    JSON, one entry per selector."""
+    results, original = [], None
+    for selector in range(mutants + 1):
+        await reset(dut, array, selector)
+        try:
+            stats = await regression(dut, array, spec, seed, count)
+            if stats["macs_per_cycle"] < THROUGHPUT_SHARE * stats["ideal"]:
+                raise AssertionError(f"full rate {stats['macs_per_cycle']:.2f} MACs/cycle, "
+                                     f"below {THROUGHPUT_SHARE} of {stats['ideal']}")
+            original = original or stats["full_rate"]
+            if stats["full_rate"] != original:
+                raise AssertionError(f"full-rate phase {stats['full_rate']}, the original's "
+                                     f"{original}")
+            results.append({"selector": selector, "killed": None})
+        except AssertionError as error:
+            results.append({"selector": selector, "killed": str(error).splitlines()[0]})
+        with open(path, "w") as handle:
+            json.dump(results, handle)
+        if selector == 0 and results[0]["killed"]:
+            break  # the unmutated netlist must pass before any mutant means anything
+
+
+@cocotb.test()
+async def array_matches_reference(dut):
+    """Random matmuls through the array equal the tiled reference, at full rate and under stalls
+    (with FORMA_MUTANTS set: once per mutant of a mutant netlist, see forma.sim.mutate_array)."""
+    spec, seed, count = cocotb_config()
+    array = elaborate(spec)
+    dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.factor}")
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    if os.environ.get("FORMA_MUTANTS"):
+        await mutation_runs(dut, array, spec, seed, count, int(os.environ["FORMA_MUTANTS"]),
+                            os.environ["FORMA_MUTATION_RESULTS"])
+        return
+    await reset(dut, array)
+    stats = await regression(dut, array, spec, seed, count)
     path = os.environ.get("FORMA_ARRAY_STATS")
     if path:
         with open(path, "w") as handle:
-            json.dump({"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
-                       "ideal": rows * cols, "useful_macs_per_cycle": useful,
-                       "full_rate": stats, "stalled_outputs": checked}, handle)
+            json.dump(stats, handle)

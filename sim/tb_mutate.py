@@ -1,7 +1,8 @@
 """cocotb testbench for mutation runs (see forma.sim.mutate): the bulk checker once per mutant.
 
-Each mutant starts from a reset taken with the original logic, stops at its first mismatch, and
-counts as hung when no result arrives in time; results go to a JSON file, one entry per selector.
+Each mutant starts from its own reset (mutants of the reset logic count), stops at its first
+mismatch, and counts as hung when no result arrives in time; results go to a JSON file, one
+entry per selector.
 """
 import json
 import os
@@ -17,9 +18,9 @@ from .tb_util import clock_period, handshake_limit
 async def _run_selector(dut, selector, count, timeout_steps):
     """One pass of every vector with `selector` active: {mismatches, index, got, hung}."""
     await FallingEdge(dut.clk)
-    dut.mutsel.value, dut.rst.value, dut.start.value = 0, 1, 0
+    dut.mutsel.value, dut.rst.value, dut.start.value = selector, 1, 0
     await FallingEdge(dut.clk)
-    dut.mutsel.value, dut.rst.value, dut.start.value = selector, 0, 1
+    dut.rst.value, dut.start.value = 0, 1
     dut.count.value = count
     await FallingEdge(dut.clk)
     dut.start.value = 0
@@ -41,8 +42,8 @@ async def mutation_check(dut):
     """Selector 0 (the original) runs every vector, then each mutant until it mismatches; the
     verdicts are judged in Python (forma.sim.mutate), so a failing mutant never fails this test."""
     setup = json.loads(Path(os.environ["FORMA_MUTATE_SETUP"]).read_text())
-    shutil.copyfile(Path(setup["dir"]) / "stim.hex", "stim.hex")
-    shutil.copyfile(Path(setup["dir"]) / "expect.hex", "expect.hex")
+    shutil.copyfile(Path(setup["dir"]) / "stim_0.hex", "stim.hex")
+    shutil.copyfile(Path(setup["dir"]) / "expect_0.hex", "expect.hex")
     dut.rst.value, dut.start.value, dut.mutsel.value = 1, 0, 0
     dut.stall.value = int(setup["stall"])
     period = await clock_period(dut)

@@ -111,7 +111,7 @@ def test_accumulator_and_packing_defaults(spec, acc, factor, multipliers):
     ("array a=int8 w=int4 cols=3 packing=2", "must divide the 3 columns"),
     ("array rows=8 length=4", "length=4: one ws pass sums rows=8"),
     ("array a=float8_e4m3fn", "w=int8: exact arrays take minifloat or posit"),
-    ("array a=mxfp8_e4m3", "a=mxfp8_e4m3: array PEs take integer, minifloat or posit"),
+    ("array a=mxfp8_e4m3 w=int8", "w=int8: an MX array"),
     ("array a=float8_e8m0fnu w=float8_e4m3fn", "a=float8_e8m0fnu: an array operand needs a zero"),
     ("array a=float8_e4m3fn w=float8_e4m3fn acc=int20", "acc=int20: 1024 exact products .* "
      "need a 47-bit accumulator"),

@@ -558,12 +558,13 @@ MACS = [("float8_e4m3fn", "float8_e4m3fn", "float8_e4m3fn"),
 
 
 @pytest.mark.sim
-def test_mac_running_sums_under_back_pressure(tmp_path, seed):
+@pytest.mark.parametrize("beats", [1 << 13, pytest.param(1 << 16, marks=pytest.mark.bench)])
+def test_mac_running_sums_under_back_pressure(tmp_path, seed, beats):
     """emit="every": the rounded exact sum after every beat of random-length dot products
     (1..40 beats; NaN/inf/zero codes drawn uniformly), under random output stalls."""
     print(f"seed {seed}")
     rng = np.random.default_rng(seed)
-    a, b, last, start = mac_streams(fmt("float16"), fmt("float16"), LANES, 1 << 16, 40, rng)
+    a, b, last, start = mac_streams(fmt("float16"), fmt("float16"), LANES, beats, 40, rng)
     groups = []
     for depths in ((2, 2, 2, 2), (4, 5, 6, 7)):   # the second group: every inner cut point
         checks = []

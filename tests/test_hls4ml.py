@@ -59,7 +59,9 @@ def test_export_cli_writes_project_and_exact_report(tmp_path):
     prj = out / "hls4ml_prj"
     assert (prj / "firmware" / "forma_top.cpp").is_file()
     assert "xc7z020clg400-1" in (prj / "hls4ml_config.yml").read_text()
+    assert f"OutputDir: {out.resolve() / 'hls4ml_prj'}\n" in (prj / "hls4ml_config.yml").read_text()
     assert "bit-exact" in (out / "report.md").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["mlp"]  # built beside it, then renamed
 
 
 def test_run_cli_outputs_equal_qonnx(tmp_path, digits):
@@ -88,3 +90,32 @@ def test_fp8_model_is_refused_with_the_reason():
 def test_bad_boards_are_refused(board, message):
     with pytest.raises(SpecError, match=message):
         hb.export(EXAMPLES / "digits_mlp.onnx", ExportOptions(board=board))
+
+
+def test_failing_check_leaves_the_output_folder_untouched(tmp_path, monkeypatch):
+    """A C simulation that differs from QONNX (planted: one output value one LSB off, no g++
+    build) keeps the previous export as it was; the project and report go to `<out>.failed`."""
+    def off_by_one_lsb(model, network, x):
+        out = execute_onnx(network.source, x).copy()
+        out.flat[0] += network.output.format.lsb * network.output.scale
+        return out
+
+    monkeypatch.setattr(hb, "simulate", off_by_one_lsb)
+    monkeypatch.setattr(hb, "_native_estimate", lambda network, board, out: None)
+    out = tmp_path / "mlp"
+    out.mkdir()
+    (out / "previous.txt").write_text("an earlier export")
+    with pytest.raises(FormaError, match=r"disagrees with QONNX on 1 of 450 inputs \(first: row "
+                                         r"0\); see .*mlp\.failed/report\.md"):
+        hb.export(EXAMPLES / "digits_mlp.onnx", ExportOptions(out=str(out)))
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]
+    failed = tmp_path / "mlp.failed"
+    assert not json.loads((failed / "report.json").read_text())["exactness"]["exact"]
+    assert (failed / "hls4ml_prj" / "firmware" / "forma_top.cpp").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp", "mlp.failed"]
+
+
+def test_refused_model_writes_nothing(tmp_path):
+    with pytest.raises(FormaError, match="FloatQuant .* no hls4ml 1.3 type"):
+        hb.export(EXAMPLES / "digits_fp8.onnx", ExportOptions(out=str(tmp_path / "fp8")))
+    assert list(tmp_path.iterdir()) == []

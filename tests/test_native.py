@@ -1,8 +1,9 @@
 """Native backend: generated dataflow hardware equals QONNX execute_onnx on every digits input.
 
 Integer reference of the engines vs QONNX (fast), the UART board top in Amaranth's simulator,
-Verilator runs of the MLP, CNN and FP8 MLP on all 450 test inputs and of a hand-built residual/
-transpose/global-average-pool graph on random inputs, and an ulx3s-85f export with a bitstream.
+Verilator runs of the MLP, CNN and FP8 MLP on all 450 test inputs and of hand-built graphs
+(residual/transpose/global-average-pool; BatchNormalization/Trunc/average over 12 positions;
+BipolarQuant) on seeded random inputs, and an ulx3s-85f export with a bitstream.
 """
 import json
 from pathlib import Path
@@ -134,6 +135,68 @@ def _wide_graph():
     return _graph(b.nodes, b.inits, (1, 2), (1, 1))
 
 
+def _bn_trunc_gap_graph(gap_scale=2 ** -3, seed=SEED):
+    """x[1,2,3,4] -> conv3x3 -> BatchNormalization -> Quant -> Trunc (v1, 2 LSBs, FLOOR) ->
+    GlobalAveragePool over 12 positions (ties: an exact division by 3 first) -> Quant -> Flatten:
+    each step an integer form."""
+    rng = np.random.default_rng(seed)
+    b = _Builder()
+    b.quant("q0", "x", "x0", 2 ** -3, 6)
+    b.inits["wc"] = rng.integers(-7, 8, (3, 2, 3, 3)).astype(np.float32) / 8
+    b.quant("qwc", "wc", "wcq", 2 ** -3, 4)
+    b.node("Conv", ["x0", "wcq"], "conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+           strides=[1, 1], dilations=[1, 1], group=1)
+    bn = dict(scale=[1.37, -0.61, 0.93], bias=[0.11, 2.2, -0.33], mean=[0.52, -0.27, 0.05],
+              var=[1.7, 0.43, 2.21])
+    b.inits.update({f"bn_{k}": np.array(v, np.float32) for k, v in bn.items()})
+    b.node("BatchNormalization", ["conv"] + [f"bn_{k}" for k in bn], "bn", epsilon=1e-5)
+    b.quant("qbn", "bn", "bq", 2 ** -3, 9)
+    b.inits.update({"t_s": np.float32(2 ** -3), "t_z": np.float32(0), "t_ib": np.float32(9),
+                    "t_ob": np.float32(7)})
+    b.nodes.append(helper.make_node("Trunc", ["bq", "t_s", "t_z", "t_ib", "t_ob"], ["tr"],
+                                    name="tr", domain="qonnx.custom_op.general",
+                                    rounding_mode="FLOOR"))
+    b.node("GlobalAveragePool", ["tr"], "gap")
+    b.quant("qg", "gap", "gq", gap_scale, 8)
+    b.node("Flatten", ["gq"], "y")
+    return _graph(b.nodes, b.inits, (1, 2, 3, 4), (1, 3))
+
+
+def _bipolar_graph(seed=SEED):
+    """x[1,8] -> BipolarQuant -> MatMul by bipolar weights (per-channel power-of-two scales) ->
+    BatchNormalization -> BipolarQuant (scale 0.5) -> MatMul (int4 weights) -> Quant: a binarized
+    layer whose BatchNormalization + sign folds into per-channel thresholds."""
+    rng = np.random.default_rng(seed)
+    b = _Builder()
+    b.inits.update({"bx_s": np.float32(1.0), "bw_s": np.array([[0.5, 0.25, 1, 0.5, 0.125, 1]],
+                                                              np.float32),
+                    "ba_s": np.float32(0.5), "w1": rng.standard_normal((8, 6)).astype(np.float32),
+                    "w2": rng.integers(-7, 8, (6, 4)).astype(np.float32) / 4})
+    for name, src, dst in (("bx", "x", "x0"), ("bw", "w1", "w1q")):
+        b.nodes.append(helper.make_node("BipolarQuant", [src, f"{name}_s"], [dst], name=name,
+                                        domain="qonnx.custom_op.general"))
+    b.node("MatMul", ["x0", "w1q"], "mm1")
+    bn = dict(scale=[1.1, -0.7, 0.9, 2.5, -1.3, 0.6], bias=[0.3, -0.2, 0.05, 1.0, 0.4, -0.1],
+              mean=[0.5, -1.0, 0.25, 0.0, 0.7, 1.5], var=[1.2, 0.5, 3.0, 0.8, 1.0, 2.0])
+    b.inits.update({f"bn_{k}": np.array(v, np.float32) for k, v in bn.items()})
+    b.node("BatchNormalization", ["mm1"] + [f"bn_{k}" for k in bn], "bn", epsilon=1e-5)
+    b.nodes.append(helper.make_node("BipolarQuant", ["bn", "ba_s"], ["a1"], name="ba",
+                                    domain="qonnx.custom_op.general"))
+    b.quant("qw2", "w2", "w2q", 2 ** -2, 4)
+    b.node("MatMul", ["a1", "w2q"], "mm2")
+    b.quant("qout", "mm2", "y", 2 ** -3, 8)
+    return _graph(b.nodes, b.inits, (1, 8), (1, 4))
+
+
+def _signed_inputs(shape, count, seed=SEED):
+    """Uniform [-1, 1) inputs with exact +0.0 and -0.0 entries (BipolarQuant maps both to +1)."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, (count, *shape)).astype(np.float32)
+    x[rng.random(x.shape) < 0.1] = 0.0
+    x[rng.random(x.shape) < 0.1] = -0.0
+    return x
+
+
 def _grid_inputs(shape, count, seed=SEED):
     """Random inputs on a fixed<6,3> / fixed<8,4> grid, every code class, seeded."""
     rng = np.random.default_rng(seed)
@@ -155,6 +218,24 @@ def test_layers_graph_reference_equals_qonnx():
     assert check["exact"], check.get("first_mismatch")
 
 
+@pytest.mark.parametrize("build, inputs", [
+    (_bn_trunc_gap_graph, lambda: _grid_inputs((2, 3, 4), 1000)),
+    (_bipolar_graph, lambda: _signed_inputs((8,), 1000))])
+def test_quantizer_ops_reference_equals_qonnx(build, inputs):
+    """BatchNormalization (folded into the conv as proven multipliers and offsets, or into a
+    binarized MatMul as per-channel sign thresholds), Trunc, GlobalAveragePool over 12 positions,
+    BipolarQuant inputs/weights/activations: the engines' reference equals QONNX on 1000 seeded
+    random inputs each."""
+    model, x = build(), inputs()
+    net = import_qonnx(model)
+    specs = native_plan.plan(net)
+    want = execute_onnx(model, x)
+    print(f"seed {SEED}: {len(x)} random inputs, {len(np.unique(want))} distinct outputs")
+    check = verdict(want, native_plan.reference_outputs(net, specs, x))
+    assert check["exact"], check.get("first_mismatch")
+    assert len(np.unique(want)) >= 8
+
+
 def test_fp8_requantizer_reference_equals_qonnx():
     """FloatQuant activations (E4M3, RNE, saturating) after an exact fixed-point accumulator."""
     model = _fp8_graph()
@@ -170,7 +251,7 @@ def test_fp8_requantizer_reference_equals_qonnx():
 def test_minifloat_refusals_name_the_node():
     """Only round-to-nearest-even minifloat activations map; ops that need fixed-point values
     refuse minifloat inputs before any build."""
-    with pytest.raises(FormaError, match=r"node 'Quant_3' \('fa'\): minifloat requantization "
+    with pytest.raises(FormaError, match=r"node 'FloatQuant_1' \('fa'\): minifloat requantization "
                                          r"rounds to nearest even in hardware, not 'half_away'"):
         native.export(_fp8_graph("HALF_UP"), ExportOptions(board="ulx3s-85f"))
     model = _fp8_graph()
@@ -317,3 +398,19 @@ def test_forma_run_layers_graph_is_bit_exact(tmp_path):
     check = verdict(execute_onnx(model, x), np.load(tmp_path / "y.npy"))
     print(f"layers graph: {check['rows']} random inputs (seed {SEED}), exact={check['exact']}")
     assert check["exact"], check.get("first_mismatch")
+
+
+@pytest.mark.sim
+def test_forma_run_quantizer_ops_is_bit_exact(tmp_path):
+    """`forma run` on Verilator equals QONNX bit for bit on 300 seeded random inputs each for the
+    BatchNormalization/Trunc/GlobalAveragePool graph and the BipolarQuant graph."""
+    for name, model, x in (("bn_trunc_gap", _bn_trunc_gap_graph(), _grid_inputs((2, 3, 4), 300)),
+                           ("bipolar", _bipolar_graph(), _signed_inputs((8,), 300))):
+        path = tmp_path / f"{name}.onnx"
+        path.write_bytes(model.SerializeToString())
+        np.save(tmp_path / f"{name}_x.npy", x)
+        assert main(["run", str(path), "--inputs", str(tmp_path / f"{name}_x.npy"), "--outputs",
+                     str(tmp_path / f"{name}_y.npy"), "--out", str(tmp_path / name)]) == 0
+        check = verdict(execute_onnx(model, x), np.load(tmp_path / f"{name}_y.npy"))
+        print(f"{name}: {check['rows']} random inputs (seed {SEED}), exact={check['exact']}")
+        assert check["exact"], check.get("first_mismatch")

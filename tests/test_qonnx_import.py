@@ -233,10 +233,171 @@ def test_global_average_pool_counts_the_positions_of_its_layout():
     assert np.array_equal(want, np.clip(np.round(mean / 0.0625), -128, 127) * 0.0625)
 
 
-def test_global_average_pool_over_a_non_power_of_two_is_refused():
-    with pytest.raises(SpecError, match=r"\(GlobalAveragePool\): dividing by 12 positions is exact "
-                                        "only for a power-of-two count"):
-        import_qonnx(_pool_graph(3, 4))
+@pytest.mark.parametrize("h, w, stages", [(3, 5, 1), (3, 4, 2)])
+def test_global_average_pool_over_a_non_power_of_two_is_a_proven_dyadic_requantization(h, w,
+                                                                                        stages):
+    """15 positions: the exact sum times a multiplier and a shift; 12 positions, where sums 6n + 3
+    are exact ties that QONNX rounds to even: an exact floor division by 3 first, then a rounding
+    shift. Both equal QONNX's float32 mean and Quant for every sum (proven in the importer) and
+    on 256 seeded random inputs."""
+    from forma.generators import native_plan
+    model = _pool_graph(h, w)
+    net = import_qonnx(model)
+    pool = next(i for i, l in enumerate(net.layers) if l.kind == "global_avgpool")
+    assert [l.kind for l in net.layers[pool + 1:]] == ["quant"] * stages
+    assert net.layers[pool + 1].requant.multiplier > 1
+    x = np.random.default_rng(3).integers(-140, 140, (256, 2, h, w)) / 8
+    got = native_plan.reference_outputs(net, native_plan.plan(net), x)
+    assert np.array_equal(got, execute_onnx(model, x))
+
+
+def test_global_average_pool_without_an_exact_form_is_refused():
+    """Mean then a Quant of scale 0.1: float32 rounds some x / 0.1 onto a tie that no multiply +
+    shift reproduces; sums wider than float32's significand are refused too."""
+    for shape in ((3, 5), (3, 4)):
+        model = _pool_graph(*shape)
+        for init in model.graph.initializer:
+            if init.name == "qout_s":
+                init.float_data[:] = [0.1]
+        with pytest.raises(SpecError, match=r"node '\w+' \('gap'\) \(GlobalAveragePool\): no "
+                                            r"integer multiply \+ shift reproduces QONNX's "
+                                            r"float32 GlobalAveragePool followed by the quantizer"):
+            import_qonnx(model)
+    qi, ii = _quant("qin", "x", "xq", 2 ** -15, 16)
+    qo, io = _quant("qout", "g", "y", 2 ** -6, 8)
+    wide = _graph([qi, helper.make_node("GlobalAveragePool", ["xq"], ["g"], name="gap"), qo],
+                  {**ii, **io}, in_shape=(1, 1, 30, 30), out_shape=(1, 1, 1, 1))
+    with pytest.raises(SpecError, match=r"dividing by 900 positions is exact here only for a "
+                                        r"power-of-two count \(the input sums need 25 bits"):
+        import_qonnx(wide)
+
+
+def _qonnx_node(op, inputs, output, name, **attrs):
+    return helper.make_node(op, inputs, [output], name=name, domain="qonnx.custom_op.general",
+                            **attrs)
+
+
+def _trunc_mlp(scale=0.25, zero=0.0, version=1):
+    """x -> Quant -> MatMul -> Quant(2**-2, 8) -> Trunc: v1 8 -> 5 bits, FLOOR; v2 (the model
+    imports QONNX opset 2): scale 2**-1 (coarser than the input: rounds half to even first),
+    output scale 1 and 4 bits narrow, HALF_UP."""
+    model = _mlp()
+    if version == 1:
+        inits = {"t_s": scale, "t_z": zero, "t_ib": 8, "t_ob": 5}
+        attrs = dict(rounding_mode="FLOOR")
+    else:
+        inits = {"t_s": 0.5, "t_z": zero, "t_ib": 8, "t_os": 1.0, "t_ob": 4}
+        attrs = dict(rounding_mode="HALF_UP", signed=1, narrow=1)
+        model.opset_import.append(helper.make_opsetid("qonnx.custom_op.general", 2))
+    model.graph.initializer.extend(helper.make_tensor(k, TensorProto.FLOAT, [], [float(v)])
+                                   for k, v in inits.items())
+    model.graph.node[-1].output[0] = "yq"
+    model.graph.node.append(_qonnx_node("Trunc", ["yq", *inits], "y", "tr", **attrs))
+    return model
+
+
+@pytest.mark.parametrize("version, shifts", [(1, [3]), (2, [1, 1])])
+def test_trunc_drops_lsbs_as_qonnx_does(version, shifts):
+    """Trunc as rounding shifts (v2: half-to-even onto its scale, then HALF_UP into a narrow
+    4-bit range), equal to QONNX on 256 seeded random inputs."""
+    model = _trunc_mlp(version=version)
+    net = import_qonnx(model)
+    steps = [l.requant for l in net.layers[3:]]
+    assert [q.shift for q in steps] == shifts
+    x = np.random.default_rng(4).integers(-300, 300, (256, 4)) / 8
+    from forma.generators import native_plan
+    got = native_plan.reference_outputs(net, native_plan.plan(net), x)
+    want = execute_onnx(model, x)
+    assert np.array_equal(got, want) and len(np.unique(want)) > 5
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: _trunc_mlp(scale=0.3), r"\(Trunc\): forma maps Trunc of a fixed-point tensor with a "
+                                     "power-of-two scale and zero point 0"),
+    (lambda: _trunc_mlp(zero=1.0), r"\(Trunc\): forma maps Trunc"),
+])
+def test_trunc_without_a_shift_form_is_refused(build, message):
+    with pytest.raises(SpecError, match=message):
+        import_qonnx(build())
+
+
+def _bipolar_mlp(weight_scale=0.5):
+    """x -> Quant -> MatMul by BipolarQuant weights -> BipolarQuant activations."""
+    qi, ii = _quant("qin", "x", "xq", 0.125, 8)
+    inits = {**ii, "w": np.arange(8, dtype=np.float32).reshape(4, 2) - 3.5,
+             "bw_s": np.float32(weight_scale), "ba_s": np.float32(1.0)}
+    nodes = [qi, _qonnx_node("BipolarQuant", ["w", "bw_s"], "wq", "bw"),
+             helper.make_node("MatMul", ["xq", "wq"], ["mm"], name="mm"),
+             _qonnx_node("BipolarQuant", ["mm", "ba_s"], "y", "ba")]
+    return _graph(nodes, inits)
+
+
+def test_bipolar_weights_need_power_of_two_scales():
+    """+-scale weights and the sign of the exact accumulator (0 gives +1, as in QONNX), equal to
+    QONNX on 256 seeded random inputs; non-power-of-two weight scales are refused."""
+    from forma.generators import native_plan
+    model = _bipolar_mlp()
+    net = import_qonnx(model)
+    assert net.layers[-1].requant.kind == "bipolar"
+    x = np.random.default_rng(6).integers(-8, 8, (256, 4)) / 8
+    want = execute_onnx(model, x)
+    assert np.array_equal(native_plan.reference_outputs(net, native_plan.plan(net), x), want)
+    assert {-1.0, 1.0} <= set(np.unique(want))
+    with pytest.raises(SpecError, match=r"node '\w+' \('bw'\) \(BipolarQuant\): weight scale "
+                                        r"\[0.3\d*\] is not a power of two"):
+        import_qonnx(_bipolar_mlp(weight_scale=0.3))
+
+
+def _batchnorm_mlp(after_matmul=True, relu=False):
+    """x -> Quant -> MatMul -> BatchNormalization (-> Relu) -> Quant, or the BatchNormalization
+    on the quantized input (nothing to fold it into)."""
+    model = _mlp()
+    bn = dict(bn_g=[0.7, -1.3, 0.4, 1.1], bn_b=[0.2, 0.1, 0, 0], bn_m=[0.5, -0.5, 0, 0],
+              bn_v=[1.5, 0.3, 1, 1])
+    channels = 2 if after_matmul else 4
+    model.graph.initializer.extend(helper.make_tensor(k, TensorProto.FLOAT, [channels],
+                                                      v[:channels]) for k, v in bn.items())
+    nodes = list(model.graph.node)
+    if after_matmul:
+        node = helper.make_node("BatchNormalization", ["mm", *bn], ["bn"], name="bn")
+        nodes.insert(len(nodes) - 1, node)
+        nodes[-1].input[0] = "bn"
+        if relu:
+            nodes.insert(len(nodes) - 1, helper.make_node("Relu", ["bn"], ["bn_relu"], name="r"))
+            nodes[-1].input[0] = "bn_relu"
+    else:
+        node = helper.make_node("BatchNormalization", ["xq", *bn], ["bn"], name="bn")
+        nodes.insert(1, node)
+        nodes[-2].input[0] = "bn"
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def test_batchnorm_folds_only_into_a_matmul_or_conv():
+    """After a MatMul it folds (proven against onnxruntime for every accumulator value);
+    elsewhere, or read by anything but a quantizer, it is refused with the node named."""
+    from forma.generators import native_plan
+    for relu in (False, True):
+        model = _batchnorm_mlp(relu=relu)
+        net = import_qonnx(model)
+        assert net.layers[1].attrs["folded"] == "'BatchNormalization_0' ('bn')"
+        assert [l.kind for l in net.layers[2:]] == ["quant"] + ["relu"] * relu
+        x = np.random.default_rng(5).integers(-140, 140, (256, 4)) / 8
+        want = execute_onnx(model, x)
+        got = native_plan.reference_outputs(net, native_plan.plan(net), x)
+        assert np.array_equal(got, want) and (np.min(want) < 0) != relu
+    with pytest.raises(SpecError, match=r"node '\w+' \('bn'\) \(BatchNormalization\): its input "
+                                        r"'\w+' is not the output of a MatMul/Conv read only by it"):
+        import_qonnx(_batchnorm_mlp(after_matmul=False))
+
+
+def test_hls4ml_refuses_the_native_only_ops_by_node():
+    from forma.generators.hls4ml_backend import inexpressible
+    for model, op in ((_batchnorm_mlp(), "BatchNormalization"), (_trunc_mlp(), "Trunc"),
+                      (_bipolar_mlp(), "BipolarQuant"), (_pool_graph(3, 5), "global_avgpool")):
+        reasons = inexpressible(import_qonnx(model))
+        assert reasons and op in reasons[0] and "use the native backend" in reasons[0], reasons
 
 
 # --- QONNX's float32 reference ----------------------------------------------------------------
@@ -274,3 +435,46 @@ def test_flagged_reference_really_rounds():
     assert exact[0] == 0.2578125 + 2 ** -26
     assert np.round(exact / 2 ** -6).tolist() == [17, 16]
     assert execute_onnx(_wide_dense(), x).ravel().tolist() == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("which", ["qin", "qout"])
+def test_narrow_activation_quantizers_clamp_symmetrically(which):
+    """QONNX's narrow signed range is [-(2**(b-1)-1), 2**(b-1)-1]: the input encoding and the
+    requantizers clamp there (not at -2**(b-1)); 500 seeded random inputs beyond the range."""
+    from forma.generators import native_plan
+    model = _mlp()
+    node = next(n for n in model.graph.node if n.name == which)
+    next(a for a in node.attribute if a.name == "narrow").i = 1
+    net = import_qonnx(model)
+    x = np.random.default_rng(7).integers(-300, 300, (500, 4)) / 8
+    want = execute_onnx(model, x)
+    assert np.array_equal(native_plan.reference_outputs(net, native_plan.plan(net), x), want)
+
+
+@pytest.mark.parametrize("build, names", [
+    (lambda: _batchnorm_mlp(relu=True), ["Quant_2", "Quant_2_relu"]),
+    (lambda: _pool_graph(3, 4), ["GlobalAveragePool_0", "Quant_1_divided", "Quant_1"]),
+    (lambda: _trunc_mlp(version=2), ["Quant_2", "Trunc_0_on_scale", "Trunc_0"]),
+])
+def test_a_node_mapped_to_several_layers_names_each_once(build, names):
+    """The per-layer report lists layers by name: a quantizer that becomes quant + relu, a
+    two-stage division or a rounding onto Trunc's scale gives each of its layers its own name."""
+    net = import_qonnx(build())
+    assert [l.name for l in net.layers[-len(names):]] == names
+    assert len({l.name for l in net.layers}) == len(net.layers)
+
+
+def test_every_quantizer_op_survives_the_channels_last_cleanup():
+    """QONNX's channels-last conversion folds constants except Quant/BipolarQuant; IntQuant
+    weights must still reach the importer (not become unquantized float32), and every node keeps
+    a name of its own op type."""
+    from forma.generators.qonnx_import import clean
+    model = _mlp()
+    next(n for n in model.graph.node if n.name == "qw").op_type = "IntQuant"
+    cleaned = clean(model)
+    assert [n.op_type for n in cleaned.graph.node] == ["Quant", "IntQuant", "MatMul", "Quant"]
+    assert [n.name for n in cleaned.graph.node][1] == "IntQuant_0"
+    assert all(a.name != "forma_op_type" for n in cleaned.graph.node for a in n.attribute)
+    net, reference = import_qonnx(model), import_qonnx(_mlp())
+    assert net.layers[1].weight_format == reference.layers[1].weight_format
+    assert np.array_equal(net.layers[1].weight, reference.layers[1].weight)
