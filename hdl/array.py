@@ -87,6 +87,21 @@ def _delay(m, advance, value, cycles, name):
     return value
 
 
+def accept_tiles(m, advance, i, rows):
+    """Drive i.ready: a beat with `last` (the first of a new output tile) waits until `rows`
+    beats have passed since the previous `last`, so a tile's results have left the cells it
+    reuses. Returns the accept strobe (i.valid & i.ready)."""
+    since_last = Signal(range(rows + 1), init=rows)  # beats since the last `last`, saturating
+    m.d.comb += i.ready.eq(advance & (~i.payload.last | (since_last == rows)))
+    take = i.valid & i.ready
+    with m.If(advance):
+        with m.If(take & i.payload.last):
+            m.d.sync += since_last.eq(1)
+        with m.Elif(since_last != rows):
+            m.d.sync += since_last.eq(since_last + 1)
+    return take
+
+
 class IntegerLanes:
     """Integer PE arithmetic: packed products through hard multipliers, wrapping sums."""
 
@@ -332,14 +347,7 @@ class SystolicArray(wiring.Component):
         w_in = _elements(i.payload.w, lanes.w_shape, self.cols)
         y = [None] * self.cols
 
-        since_last = Signal(range(rows + 1), init=rows)  # beats since the last `last`, saturating
-        m.d.comb += i.ready.eq(advance & (~i.payload.last | (since_last == rows)))
-        take = i.valid & i.ready
-        with m.If(advance):
-            with m.If(take & i.payload.last):
-                m.d.sync += since_last.eq(1)
-            with m.Elif(since_last != rows):
-                m.d.sync += since_last.eq(since_last + 1)
+        take = accept_tiles(m, advance, i, rows)
 
         weights = [lanes.edge_w(m, [_delay(m, advance, w_in[c], g, f"w_in_{c}")
                                     for c in self._group(g)], f"decode_w_{g}")

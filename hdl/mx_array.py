@@ -36,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import SpecError
 from ..sim.formats import parse_format
 from ..sim.formats.minifloat import FloatFormat
-from .array import MAX_SIDE, _delay
+from .array import MAX_SIDE, _delay, accept_tiles
 from .float_pe import (Pipeline, add_unpacked, decoder_for, encoder_for, precision_of,
                        unit_ports, connect_value)
 from .mx_pe import MXDotPE, mx_format
@@ -161,14 +161,7 @@ class MXSystolicArray(wiring.Component):
         i, o = self.i, self.o
         advance = ~o.valid | o.ready
 
-        since_last = Signal(range(rows + 1), init=rows)  # cycles since the last `last`, saturating
-        m.d.comb += i.ready.eq(advance & (~i.payload.last | (since_last == rows)))
-        take = i.valid & i.ready
-        with m.If(advance):
-            with m.If(take & i.payload.last):
-                m.d.sync += since_last.eq(1)
-            with m.Elif(since_last != rows):
-                m.d.sync += since_last.eq(since_last + 1)
+        take = accept_tiles(m, advance, i, rows)
 
         # Operands enter skewed: row r's A blocks r cycles late, column c's W blocks c cycles late.
         w_top = [_delay(m, advance, i.payload.w[c * width:(c + 1) * width], c, f"w_in_{c}")

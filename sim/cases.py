@@ -124,14 +124,20 @@ class Case:
         return [g.ravel() for g in grids[::-1]]
 
     def random(self, count, seed):
-        """Corner-class cross products first, then uniform random valid codes (seeded)."""
+        """Corner-class cross products first, then random valid codes (seeded): uniform, except
+        that in every other vector each operand has a random number of low code bits cleared
+        (up to half its width), so results land on rounding ties and on sticky-free halves far
+        more often than uniform codes would."""
         rng = np.random.default_rng(seed)
         corners = [corner_codes(f) for f in self.formats]
         grids = np.meshgrid(*corners, indexing="ij")
         operands = [g.ravel()[:count] for g in grids]
-        rest = count - len(operands[0])
+        rest = max(count - len(operands[0]), 0)
+        short = np.arange(rest) % 2 == 1
         for index, fmt in enumerate(self.formats):
-            drawn = rng.integers(0, 1 << fmt.bits, size=max(rest, 0), dtype=np.uint64)
+            drawn = rng.integers(0, 1 << fmt.bits, size=rest, dtype=np.uint64)
+            cleared = rng.integers(0, fmt.bits // 2 + 1, size=rest).astype(np.uint64)
+            drawn[short] &= ~((np.uint64(1) << cleared[short]) - np.uint64(1))
             bad = ~fmt.valid_code_mask(drawn)
             drawn[bad] = 0  # the rare invalid pattern (none for most formats) becomes zero
             operands[index] = np.concatenate([operands[index], drawn]).astype(np.uint64)

@@ -5,12 +5,12 @@ runs of extreme operands (max*max, min*min, max*min) that stress the accumulator
 """
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..generators import elaborate
 from .mac import mac_reference
 from .runner import cocotb_config
+from .tb_util import start
 
 
 def stimulus(mac, rng, count):
@@ -50,13 +50,7 @@ async def mac_matches_reference(dut):
     a, w, clear = stimulus(mac, rng, count)
     dut._log.info(f"{spec}: {count} vectors, seed {seed}")
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut)
 
     sent, outputs, stalls, cycles, refused_at_full_rate = 0, [], 0, 0, 0
     limit = 20 * count + 100

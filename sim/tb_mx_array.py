@@ -10,12 +10,12 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..generators import elaborate
 from . import matmul
 from .runner import cocotb_config
+from .tb_util import start
 
 SCALE_CORNERS = (0, 1, 2, 126, 127, 128, 253, 254, 255)
 CLASSES = ("uniform", "corners", "overflow", "underflow", "cancel")
@@ -206,13 +206,7 @@ async def mx_array_matches_reference(dut):
     operands = Operands(array.format, array.out_format)
     dut._log.info(f"{spec}: seed {seed}, about {count} outputs")
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut)
 
     # Phase 1: full rate, tiles of max(rows, 2) blocks: no `last` stalls, fill and drain measured.
     blocks = max(rows, 2)

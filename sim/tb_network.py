@@ -10,8 +10,9 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import FallingEdge
+
+from .tb_util import start
 
 
 @cocotb.test()
@@ -26,13 +27,7 @@ async def network_streams_rows(dut):
     want = len(rows) * per_row
     limit = int(os.environ["FORMA_NET_CYCLES"])
 
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 1
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    dut.rst.value = 0
+    await start(dut, ready=1)
 
     # All ready/valid outputs of the top come from registers: values read at a falling edge hold
     # until the next rising edge, where the handshakes decided here take place.

@@ -1,6 +1,21 @@
-"""Helpers shared by the cocotb testbenches that run on a clock generated inside the design."""
+"""Helpers shared by the cocotb testbenches: clock and reset, the clock period of a design that
+makes its own clock, and how long a handshake may take."""
+import cocotb
+from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge
 from cocotb.utils import get_sim_time
+
+
+async def start(dut, ready=0):
+    """Start a 10 ns clock and hold reset for two cycles with no input valid and the output
+    ready set to `ready`."""
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    dut.rst.value = 1
+    dut.i__valid.value = 0
+    dut.o__ready.value = ready
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
 
 
 async def clock_period(dut):

@@ -74,8 +74,8 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path):
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     process = subprocess.Popen([sys.executable, "-m", "forma.cli", *words, "--target-mhz", "50"],
                                stderr=subprocess.PIPE, text=True)
-    for line in process.stderr:  # interrupt once synthesis is done, during place and route
-        if line.startswith("[synth"):
+    for line in process.stderr:  # interrupt once elaborated: during synthesis or place and route
+        if line.startswith("[elaborate"):
             process.send_signal(signal.SIGINT)
             break
     process.stderr.read()
