@@ -66,6 +66,14 @@ def test_synth_mac_for_each_board_kind(tmp_path, board, bitstream):
     assert f"mac a=int8 w=int8 on {board}" in result.stdout
 
 
+def _as_from_a_terminal():
+    """In the child: SIGINT delivered and not ignored, as when a user presses Ctrl-C (a test
+    worker may have inherited it ignored or blocked, which Python's startup then keeps)."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_interrupted_build_leaves_previous_output_intact(tmp_path):
     import signal
     out = tmp_path / "mac"
@@ -73,7 +81,7 @@ def test_interrupted_build_leaves_previous_output_intact(tmp_path):
     assert forma(*words).returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     process = subprocess.Popen([sys.executable, "-m", "forma.cli", *words, "--target-mhz", "50"],
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=_as_from_a_terminal)
     for line in process.stderr:  # interrupt once elaborated: during synthesis or place and route
         if line.startswith("[elaborate"):
             process.send_signal(signal.SIGINT)
