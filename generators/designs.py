@@ -109,6 +109,14 @@ def elaborate(spec):
     return KINDS[spec.kind].build(dict(spec.params))
 
 
+def parameters_of(spec):
+    """The component for a spec, built only to read its parameters (rows, formats, packing):
+    marked so that Amaranth does not warn that it was never elaborated."""
+    component = elaborate(spec)
+    component._MustUse__silence = True
+    return component
+
+
 def to_verilog(component, name="top"):
     """Verilog text for a component; deterministic (no source paths, same spec → same bytes)."""
     return verilog.convert(component, name=name, emit_src=False)

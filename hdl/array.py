@@ -127,7 +127,8 @@ class IntegerLanes:
         return pack_weights(self.plan, values)
 
     def products(self, m, advance, a, weight, name, platform):
-        product = registered_product(m, advance, a, weight, name, platform)
+        product = registered_product(m, advance, a, weight, name, platform,
+                                     self.plan.packed_product_shape)
         return split_products(self.plan, product)
 
     def add(self, x, y):

@@ -16,14 +16,15 @@ def _fits_dsp(a, w):
     return all(s.width + (signed and not s.signed) <= DSP_BITS for s in shapes), signed
 
 
-def registered_product(m, advance, a, w, name, platform=None):
+def registered_product(m, advance, a, w, name, platform=None, shape=None):
     """a * w, LATENCY cycles after its operands, every register enabled by `advance`: the
     operands are registered next to the multiplier and the product twice after it, so the
-    routing into and out of a hard multiplier each gets a cycle of its own."""
-    shape = (a * w).shape()
+    routing into and out of a hard multiplier each gets a cycle of its own. `shape` narrows the
+    product registers when the operands' ranges are known to need fewer bits than a * w's."""
+    shape = shape or (a * w).shape()
     fits, signed = _fits_dsp(a, w)
     if getattr(platform, "family", None) == "ecp5" and fits:
-        near = _ecp5_multiply(m, advance, a, w, name, signed)
+        near = _ecp5_multiply(m, advance, a, w, name, signed)[:Shape.cast(shape).width]
     else:
         a_near, w_near = Signal.like(a, name=f"{name}_a"), Signal.like(w, name=f"{name}_w")
         near = Signal(shape, name=f"{name}_near")
@@ -55,4 +56,4 @@ def _ecp5_multiply(m, advance, a, w, name, signed):
         i_SOURCEA=Const(0, 1), i_SOURCEB=Const(0, 1),
         i_CLK0=ClockSignal(), i_CE0=advance, i_RST0=Const(0, 1),
         **ports)
-    return p[:Shape.cast((a * w).shape()).width]
+    return p

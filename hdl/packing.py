@@ -37,6 +37,12 @@ class PackingPlan:
         return int_shape(self.packed_format)
 
     @property
+    def packed_product_shape(self):
+        """Shape of the multiplier's product a*W: exactly as wide as its range needs (a*W's
+        operand widths alone can claim a bit that only ever copies the sign)."""
+        return int_shape(holding_format(*product_range(self.a_format, self.packed_format)))
+
+    @property
     def product_shape(self):
         """Shape of one exact product a*w_i."""
         return signed(self.shift) if self.product_signed else unsigned(self.shift)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..boards import get_board, synthesize
 from ..errors import BuildError
-from ..generators import elaborate, spec_of, to_verilog
+from ..generators import elaborate, parameters_of, spec_of, to_verilog
 from ..hdl.array import MAX_SIDE
 from ..hdl.packing import max_factor
 from .formats import parse_format
@@ -47,7 +47,7 @@ def measure_throughput(spec, build, seed=1, vectors=3000):
 
 def build_row(spec, board, out_dir, macs_per_cycle):
     """One table row: the build report of `spec` on `board` and the figures derived from it."""
-    array = elaborate(spec_of(spec))
+    array = parameters_of(spec)
     row = {"spec": spec, "board": board, "rows": array.rows, "cols": array.cols,
            "a": array.a_format.name, "w": array.w_format.name, "factor": array.factor,
            "macs_per_cycle": macs_per_cycle}
@@ -168,7 +168,7 @@ def main(argv=None):
         a, w = FORMATS[name]
         for size in args.sizes:
             base = base_spec(size, a, w)
-            array = elaborate(base)
+            array = parameters_of(base)
             specs = [base] if array.factor == 1 else [base, base + " packing=off"]
             # Packing changes the multiplier, not the schedule: one simulation serves both.
             stats = measure_throughput(base, out / "array-sim" / spec_of(base).slug)

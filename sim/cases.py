@@ -124,20 +124,26 @@ class Case:
         return [g.ravel() for g in grids[::-1]]
 
     def random(self, count, seed):
-        """Corner-class cross products first, then random valid codes (seeded): uniform, except
-        that in every other vector each operand has a random number of low code bits cleared
-        (up to half its width), so results land on rounding ties and on sticky-free halves far
-        more often than uniform codes would."""
+        """Corner-class cross products first, then random valid codes (seeded). Each operand of
+        each vector independently: with probability 1/2 a random number of low code bits is
+        cleared (up to half its width), so results land on rounding ties and sticky-free halves
+        far more often than uniform codes would; with probability 1/4 its magnitude bits (all
+        but the top one) are shifted right by a random amount, so tiny values (subnormals, long
+        posit regimes) appear with their leading one at every position. Both together give
+        sparse tiny significands, e.g. a subnormal power of two times a normal one."""
         rng = np.random.default_rng(seed)
         corners = [corner_codes(f) for f in self.formats]
         grids = np.meshgrid(*corners, indexing="ij")
         operands = [g.ravel()[:count] for g in grids]
         rest = max(count - len(operands[0]), 0)
-        short = np.arange(rest) % 2 == 1
         for index, fmt in enumerate(self.formats):
             drawn = rng.integers(0, 1 << fmt.bits, size=rest, dtype=np.uint64)
+            short, tiny = rng.random(rest) < 0.5, rng.random(rest) < 0.25
             cleared = rng.integers(0, fmt.bits // 2 + 1, size=rest).astype(np.uint64)
             drawn[short] &= ~((np.uint64(1) << cleared[short]) - np.uint64(1))
+            top = np.uint64(1) << np.uint64(fmt.bits - 1)
+            shift = rng.integers(0, fmt.bits, size=rest).astype(np.uint64)
+            drawn[tiny] = (drawn[tiny] & top) | ((drawn[tiny] & (top - np.uint64(1))) >> shift[tiny])
             bad = ~fmt.valid_code_mask(drawn)
             drawn[bad] = 0  # the rare invalid pattern (none for most formats) becomes zero
             operands[index] = np.concatenate([operands[index], drawn]).astype(np.uint64)

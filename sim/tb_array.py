@@ -12,7 +12,7 @@ from cocotb.clock import Clock
 from amaranth import Shape
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 
-from ..generators import elaborate
+from ..generators import parameters_of
 from . import matmul
 from .runner import cocotb_config
 
@@ -307,7 +307,7 @@ async def array_matches_reference(dut):
     """Random matmuls through the array equal the tiled reference, at full rate and under stalls
     (with FORMA_MUTANTS set: once per mutant of a mutant netlist, see forma.sim.mutate_array)."""
     spec, seed, count = cocotb_config()
-    array = elaborate(spec)
+    array = parameters_of(spec)
     dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.factor}")
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     if os.environ.get("FORMA_MUTANTS"):

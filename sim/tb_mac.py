@@ -7,7 +7,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from ..generators import elaborate
+from ..generators import parameters_of
 from .mac import mac_reference
 from .runner import cocotb_config
 from .tb_util import start
@@ -45,7 +45,7 @@ def describe(mac, index, a, w, clear, got, expected):
 async def mac_matches_reference(dut):
     """Every streamed accumulator value equals the reference, under stalls and back-pressure."""
     spec, seed, count = cocotb_config()
-    mac = elaborate(spec)
+    mac = parameters_of(spec)
     rng = np.random.default_rng(seed)
     a, w, clear = stimulus(mac, rng, count)
     dut._log.info(f"{spec}: {count} vectors, seed {seed}")

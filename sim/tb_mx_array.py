@@ -12,7 +12,7 @@ import cocotb
 import numpy as np
 from cocotb.triggers import FallingEdge, ReadOnly
 
-from ..generators import elaborate
+from ..generators import parameters_of
 from . import matmul
 from .runner import cocotb_config
 from .tb_util import start
@@ -200,7 +200,7 @@ def random_matmul(rng, operands, kind, m, k, n):
 async def mx_array_matches_reference(dut):
     """Random MX matmuls through the array equal mx_matmul, at full rate and under stalls."""
     spec, seed, count = cocotb_config()
-    array = elaborate(spec)
+    array = parameters_of(spec)
     rng = np.random.default_rng(seed)
     rows, cols, k = array.rows, array.cols, array.block_size
     operands = Operands(array.format, array.out_format)
