@@ -10,11 +10,12 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from amaranth import Shape
-from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
+from cocotb.triggers import FallingEdge, RisingEdge
 
 from ..generators import parameters_of
 from . import matmul
 from .runner import cocotb_config
+from .tb_util import drive_matmul
 
 
 def _bits(values, bits):
@@ -89,7 +90,7 @@ class Stream:
         self.codes = [[] for _ in self.expected]     # rounded codes received
         self.flat = [(index, row) for index, out in enumerate(self.expected)
                      for row in range(len(out))]
-        self.received = 0
+        self.rows_received = 0
 
     def beat_word(self, index):
         """(payload, ready to send): the input payload of beat `index`; a ws beat whose psum comes
@@ -117,9 +118,9 @@ class Stream:
 
     def receive(self, word):
         """Record one output beat; returns a mismatch message or None."""
-        index, row = self.flat[self.received]
+        index, row = self.flat[self.rows_received]
         cols, array = self.array.cols, self.array
-        self.received += 1
+        self.rows_received += 1
         problems = []
         if self.rounded:
             code_word = word >> (cols * self.word_bits) if array.dataflow == "ws" else word
@@ -155,43 +156,14 @@ class Stream:
 
     @property
     def done(self):
-        return self.received == len(self.flat)
+        return self.rows_received == len(self.flat)
 
 
 async def run_stream(dut, stream, rng, full_rate):
     """Drive one matmul through the array; returns cycle counts. Asserts every output row."""
-    array, loaded, sent, cycles = stream.array, 0, 0, 0
-    first_accept = last_accept = None
-    limit = 50 * (len(stream.beats) + len(stream.loads) + 4 * array.latency) + 1000
-    while not stream.done and cycles < limit:
-        await FallingEdge(dut.clk)
-        load_valid = loaded < len(stream.loads) and (full_rate or rng.random() < 0.6)
-        if array.dataflow == "ws":
-            dut.wl__valid.value = int(load_valid)
-            if load_valid:
-                dut.wl__payload.value = stream.loads[loaded]
-        word, can_send = stream.beat_word(sent) if sent < len(stream.beats) else (None, False)
-        valid = can_send and (full_rate or rng.random() < 0.75)
-        dut.i__valid.value = int(valid)
-        if valid:
-            dut.i__payload.value = word
-        ready = full_rate or rng.random() < 0.6
-        dut.o__ready.value = int(ready)
-        await ReadOnly()
-        if array.dataflow == "ws" and load_valid and dut.wl__ready.value:
-            loaded += 1
-        if valid and dut.i__ready.value:
-            first_accept = cycles if first_accept is None else first_accept
-            last_accept = cycles
-            sent += 1
-        if dut.o__valid.value and ready:
-            problem = stream.receive(dut.o__payload.value.to_unsigned())
-            assert problem is None, problem
-        cycles += 1
-    assert stream.done, (f"only {stream.received} of {len(stream.flat)} output rows after "
-                         f"{cycles} cycles")
-    return {"beats": len(stream.beats), "cycles": cycles,
-            "accept_window": last_accept - first_accept + 1}
+    stats = await drive_matmul(dut, stream, rng, full_rate,
+                               lambda index: stream.beat_word(index)[0], stream.loads)
+    return {key: stats[key] for key in ("beats", "cycles", "accept_window")}
 
 
 def check_product(stream, a, b):

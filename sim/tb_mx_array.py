@@ -10,12 +10,11 @@ import os
 
 import cocotb
 import numpy as np
-from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..generators import parameters_of
 from . import matmul
 from .runner import cocotb_config
-from .tb_util import start
+from .tb_util import drive_matmul, start
 
 SCALE_CORNERS = (0, 1, 2, 126, 127, 128, 253, 254, 255)
 CLASSES = ("uniform", "corners", "overflow", "underflow", "cancel")
@@ -141,42 +140,23 @@ class MXStream:
         return result
 
     @property
+    def rows_received(self):
+        return len(self.received)
+
+    @property
     def done(self):
-        return len(self.received) == len(self.flat)
+        return self.rows_received == len(self.flat)
 
 
 async def run_stream(dut, stream, rng, full_rate):
-    """Drive one matmul through the array; asserts every output row. Returns cycle counts."""
-    array, sent, cycles = stream.array, 0, 0
-    first_accept = last_accept = first_last = first_output = None
-    limit = 50 * (len(stream.beats) + 4 * array.latency) + 1000
-    while not stream.done and cycles < limit:
-        await FallingEdge(dut.clk)
-        valid = sent < len(stream.beats) and (full_rate or rng.random() < 0.75)
-        dut.i__valid.value = int(valid)
-        if valid:
-            dut.i__payload.value = stream.beats[sent]
-        ready = full_rate or rng.random() < 0.6
-        dut.o__ready.value = int(ready)
-        await ReadOnly()
-        if valid and dut.i__ready.value:
-            first_accept = cycles if first_accept is None else first_accept
-            last_accept = cycles
-            if first_last is None and stream.beats[sent] >> ((array.rows + array.cols)
-                                                            * array.block_bits):
-                first_last = cycles
-            sent += 1
-        if dut.o__valid.value:
-            first_output = cycles if first_output is None else first_output
-            if ready:
-                problem = stream.receive(dut.o__payload.value.to_unsigned())
-                assert problem is None, problem
-        cycles += 1
-    assert stream.done, (f"only {len(stream.received)} of {len(stream.flat)} output rows after "
-                         f"{cycles} cycles")
-    return {"beats": len(stream.beats), "cycles": cycles,
-            "accept_window": last_accept - first_accept + 1,
-            "fill": first_output - first_last}
+    """Drive one matmul through the array; asserts every output row. Returns cycle counts and
+    the fill: cycles from accepting the first block-final beat to the first output row."""
+    stats = await drive_matmul(dut, stream, rng, full_rate, stream.beats.__getitem__)
+    flag = (stream.array.rows + stream.array.cols) * stream.array.block_bits
+    first_last = next(index for index, word in enumerate(stream.beats) if word >> flag)
+    return {"beats": stats["beats"], "cycles": stats["cycles"],
+            "accept_window": stats["accept_window"],
+            "fill": stats["first_output"] - stats["accepted"][first_last]}
 
 
 def check_product(stream):
