@@ -108,20 +108,22 @@ def cmd_verify(args):
 
 
 def cmd_mutate(args):
+    proof = {} if args.proof_seconds is None else {"proof_seconds": args.proof_seconds}
     if args.op == "array":
         from .sim.mutate_array import DEFAULT_OUTPUTS, mutate_array
         from .generators import spec_of
         spec = spec_of(["array", *args.formats])
         build = Path(args.build or Path("build") / "mutate" / spec.slug)
         report = mutate_array(spec.text, build, mutants=args.mutants, seed=args.seed,
-                              outputs=DEFAULT_OUTPUTS if args.vectors is None else args.vectors)
+                              outputs=DEFAULT_OUTPUTS if args.vectors is None else args.vectors,
+                              **proof)
         regression = f"about {report.vectors} outputs per pass"
     else:
         from .sim.mutate import mutate
         case, build = _case_and_build(args, "mutate")
         report = mutate(case, build, mutants=args.mutants, seed=args.seed,
                         vectors=1_000_000 if args.vectors is None else args.vectors,
-                        lanes=args.lanes)
+                        lanes=args.lanes, **proof)
         regression = f"{report.vectors} vectors"
     for outcome in report.holes:
         print(f"survivor {outcome.mutation.number}: {outcome.mutation.command}")
@@ -270,6 +272,9 @@ def parser():
     p.add_argument("--lanes", type=int,
                    help="parallel PE copies in the checker (default: the PE's, at most 4)")
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
+    p.add_argument("--proof-seconds", type=int,
+                   help="wall-clock limit of each equivalence proof script (default: 120); a "
+                        "survivor whose proofs run out of time is reported unproven")
     p.add_argument("--build", help="build folder (default: build/mutate/...)")
     p.set_defaults(run=cmd_mutate)
     p = sub.add_parser("export", help="QONNX model -> design for a board + exactness report")

@@ -94,14 +94,29 @@ def _format(fmt, role, families=None):
 
 
 # --- exact cores on unpacked values -----------------------------------------------------------
-def multiply_unpacked(m, x, y):
-    """The exact product of two unpacked values (sig widths add, exponents add)."""
+SMALL_PRODUCT_BITS = 4   # significands at most this wide multiply in logic when asked (luts)
+
+
+def shift_add_product(a, b):
+    """a * b for unsigned a, b as a sum of shifted partial products: plain logic that maps to
+    LUTs, where a `*` of even two 2-bit operands takes a whole hard multiplier on ECP5."""
+    total = Const(0, len(a) + len(b))
+    for index, bit in enumerate(b):
+        total = total + Mux(bit, a << index, 0)
+    return total[:len(a) + len(b)]
+
+
+def multiply_unpacked(m, x, y, *, luts=False):
+    """The exact product of two unpacked values (sig widths add, exponents add). luts=True
+    multiplies significands of at most SMALL_PRODUCT_BITS in logic instead of with `*` (for
+    blocks with many products, e.g. 32 per MX dot product, that would each take a DSP)."""
+    small = luts and max(len(x.sig), len(y.sig)) <= SMALL_PRODUCT_BITS
     out = Signal(unpacked_layout(len(x.sig) + len(y.sig), max(len(x.exp), len(y.exp)) + 1),
                  name="product")
     nan = x.nan | y.nan | (x.inf & y.zero) | (y.inf & x.zero)
     m.d.comb += [
         out.sign.eq(x.sign ^ y.sign),
-        out.sig.eq(x.sig * y.sig),
+        out.sig.eq(shift_add_product(x.sig, y.sig) if small else x.sig * y.sig),
         out.exp.eq(x.exp + y.exp),
         out.nan.eq(nan),
         out.inf.eq((x.inf | y.inf) & ~nan),

@@ -100,7 +100,8 @@ class MXDotPE(wiring.Component):
         field = self.block_size * self.format.bits
         payload = data.StructLayout({"a": field, "b": field, "sa": scale_bits, "sb": scale_bits})
         self._encoder_options = {} if out.family == "posit" else {"rounding": "rne", "saturate": False}
-        encoder_for(out, self.acc_bits, 2, **self._encoder_options)   # SpecError early
+        check = encoder_for(out, self.acc_bits, 2, **self._encoder_options)   # SpecError early
+        check._MustUse__silence = True
         super().__init__({
             "i": In(stream.Signature(payload)),
             "o": Out(stream.Signature(out.bits)),
@@ -119,7 +120,7 @@ class MXDotPE(wiring.Component):
                 m.d.comb += code.eq(payload[role][index * w:(index + 1) * w])
                 values.append((unit, value))
             (unit_a, x), (unit_b, y) = values
-            product = multiply_unpacked(m, x, y)
+            product = multiply_unpacked(m, x, y, luts=True)
             shift = Signal(range(unit_a.exp_max + unit_b.exp_max - lsb + 1), name=f"shift{index}")
             m.d.comb += shift.eq(product.exp - lsb)
             aligned = Mux(product.zero | product.inf | product.nan, 0, product.sig << shift)

@@ -25,9 +25,8 @@ from .verify import stimulus
 
 SELECTOR = "mutsel"
 PROOF_STEPS = 12       # longest temporal induction tried by the miter proof
-PROOF_SECONDS = 60     # per SAT instance of the miter proof
 EQUIV_STEPS = 4        # cycles of the matched-state proof (equiv_induct) and its start check
-YOSYS_SECONDS = 120    # wall-clock limit of one proof script
+PROOF_SECONDS = 120    # default wall-clock limit of one proof script (half of it per SAT call)
 
 
 class MutationError(FormaError):
@@ -77,10 +76,12 @@ class MutationReport:
     selector_width: int = 0
     outcomes: list = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
+    proof_seconds: int = PROOF_SECONDS
 
     def prove(self, mutation):
         """Whether `mutation` is proven equivalent to the original (see prove_equivalent)."""
-        return prove_equivalent(self.netlist, mutation, self.ports, self.selector_width)
+        return prove_equivalent(self.netlist, mutation, self.ports, self.selector_width,
+                                self.proof_seconds)
 
     def count(self, verdict):
         return sum(o.verdict == verdict for o in self.outcomes)
@@ -263,18 +264,19 @@ def wrapper_verilog(ports, width, name="top", selector=None):
             f"  dut under_test({connections}, .{SELECTOR}({tied}));\nendmodule\n")
 
 
-def prove_equivalent(work, mutation, ports, width):
+def prove_equivalent(work, mutation, ports, width, seconds=PROOF_SECONDS):
     """True when Yosys proves the mutant indistinguishable from the original at the design's
     ports for every input sequence from the initial state. First by register correspondence
     (see _prove_matched); failing that, by temporal induction on the miter alone (up to
-    PROOF_STEPS)."""
-    return _prove_matched(work, mutation, ports, width) or _prove_miter(work, mutation, ports, width)
+    PROOF_STEPS); each proof script may run `seconds` of wall-clock time."""
+    return (_prove_matched(work, mutation, ports, width, seconds)
+            or _prove_miter(work, mutation, ports, width, seconds))
 
 
 MATCH_ROUNDS = 3   # signal-correspondence proofs, each unpairing the signals the last refuted
 
 
-def _prove_matched(work, mutation, ports, width):
+def _prove_matched(work, mutation, ports, width, seconds):
     """Signal correspondence: every output, register and named signal of the original equals
     its copy in the mutant, proven by equiv_simple and equiv_induct over EQUIV_STEPS cycles
     plus a miter check of the first EQUIV_STEPS cycles from the registers' initial values.
@@ -298,7 +300,7 @@ def _prove_matched(work, mutation, ports, width):
                   f"hierarchy -top miter\nflatten\nopt -fast\n"
                   f"sat -seq {EQUIV_STEPS} -prove trigger 0 -verify\n")
         try:
-            _yosys(script, work, name, YOSYS_SECONDS)
+            _yosys(script, work, name, seconds)
             return True
         except MutationError:
             log = (work / f"{name}.log").read_text(errors="replace")
@@ -309,14 +311,14 @@ def _prove_matched(work, mutation, ports, width):
     return False
 
 
-def _prove_miter(work, mutation, ports, width):
+def _prove_miter(work, mutation, ports, width, seconds):
     name = f"proof_{mutation.number}"
     (work / f"{name}.v").write_text(miter_verilog(ports, width, mutation.number))
     script = (f"read_rtlil mutants.il\nread_verilog {name}.v\nhierarchy -top miter\nflatten\n"
               f"opt -fast\nsat -tempinduct -prove trigger 0 -set-init-zero -maxsteps {PROOF_STEPS}"
-              f" -timeout {PROOF_SECONDS} -verify-no-timeout\n")
+              f" -timeout {max(1, seconds // 2)} -verify-no-timeout\n")
     try:
-        log = _yosys(script, work, name, YOSYS_SECONDS)
+        log = _yosys(script, work, name, seconds)
     except MutationError:
         return False
     return "Induction step proven: SUCCESS!" in log  # absent on a failed or timed-out proof
@@ -340,19 +342,22 @@ def judge(report, mutations, runs, describe, log):
                   file=log, flush=True)
 
 
-def check_request(mutants):
+def check_request(mutants, proof_seconds=PROOF_SECONDS):
     if not 1 <= mutants < 1 << 16:
         raise SpecError(f"--mutants {mutants}: give a number of mutants from 1 to 65535")
+    if not 2 <= proof_seconds <= 86400:
+        raise SpecError(f"--proof-seconds {proof_seconds}: give 2 to 86400 seconds per proof")
 
 
 def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=None, stall=True,
-           exhaustive=None, log=sys.stderr) -> MutationReport:
+           exhaustive=None, log=sys.stderr, proof_seconds=PROOF_SECONDS) -> MutationReport:
     """Plant `mutants` seeded Yosys mutations in `case`'s PE and run its `forma verify`
     regression against each (exhaustive=None: every vector when there are at most 2**16, else
     `vectors` seeded random after the corner classes); survivors get an equivalence proof.
     `stall` drives the outputs' ready from an LFSR so back-pressure is part of the regression;
-    lanes=None: the case's default PE copies, at most 4."""
-    check_request(mutants)
+    lanes=None: the case's default PE copies, at most 4; `proof_seconds` limits each proof script
+    (a survivor whose proofs run out of time stays unproven)."""
+    check_request(mutants, proof_seconds)
     if exhaustive is None:
         exhaustive = case.space <= 1 << 16
     if exhaustive and case.space > CHUNK_LIMIT:
@@ -369,7 +374,7 @@ def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=N
     seconds["mutate"] = time.perf_counter() - start
     operands, packed, expected, in_width = stimulus(case, exhaustive, vectors, seed)
     report = MutationReport(case, "exhaustive" if exhaustive else "random", seed, len(packed),
-                            work, ports, width)
+                            work, ports, width, proof_seconds=proof_seconds)
     print(f"[mutate] {case.title}: {len(mutations)} mutants, {len(packed)} vectors "
           f"({report.mode}), {lanes} lanes{', stalled outputs' if stall else ''}; "
           f"building on Verilator", file=log, flush=True)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..generators import elaborate, spec_of
-from .mutate import (MutationError, MutationReport, check_request, judge, mutant_netlist,
-                     wrapper_verilog)
+from .mutate import (PROOF_SECONDS, MutationError, MutationReport, check_request, judge,
+                     mutant_netlist, wrapper_verilog)
 from .runner import cocotb_env, run_cocotb
 
 DEFAULT_OUTPUTS = 600   # output elements per regression pass, as tests/test_array.py runs it
@@ -28,18 +28,20 @@ class ArrayTarget:
 
 
 def mutate_array(words, build_dir, mutants=50, seed=1, outputs=DEFAULT_OUTPUTS,
-                 log=sys.stderr) -> MutationReport:
+                 log=sys.stderr, proof_seconds=PROOF_SECONDS) -> MutationReport:
     """Plant `mutants` seeded Yosys mutations in the array design `words` (an `array ...` spec)
     and run the array regression (seed `seed`, about `outputs` output elements: a full-rate
-    matmul, then ragged random ones with corner values under stalls) against each."""
-    check_request(mutants)
+    matmul, then ragged random ones with corner values under stalls) against each;
+    `proof_seconds` limits each equivalence proof script."""
+    check_request(mutants, proof_seconds)
     spec = spec_of(words)
     build = Path(build_dir).resolve()
     work = build / "netlist"
     seconds, start = {}, time.perf_counter()
     mutations, width, ports = mutant_netlist(elaborate(spec), work, mutants, seed)
     seconds["mutate"] = time.perf_counter() - start
-    report = MutationReport(ArrayTarget(spec), "random", seed, outputs, work, ports, width)
+    report = MutationReport(ArrayTarget(spec), "random", seed, outputs, work, ports, width,
+                            proof_seconds=proof_seconds)
     print(f"[mutate] {spec.text}: {len(mutations)} mutants, about {outputs} outputs per pass "
           f"(seed {seed}); building on Verilator", file=log, flush=True)
     start = time.perf_counter()

@@ -65,6 +65,7 @@ def test_a_weak_regression_leaves_unproven_survivors(tmp_path, seed):
     (["mul", "float16", "--vectors", "0"], "--vectors 0"),
     (["fma", "float8_e4m3fn", "--vectors", "2000000"], "--vectors 2000000"),
     (["div", "float4_e2m1fn"], "unknown op 'div'"),
+    (["mul", "float4_e2m1fn", "--proof-seconds", "1"], "--proof-seconds 1"),
 ])
 def test_bad_requests_are_one_sentence(tmp_path, words, message):
     result = forma("mutate", *words, "--build", str(tmp_path))
