@@ -26,11 +26,17 @@ class PackingPlan:
     product_signed: bool
 
     @property
-    def packed_format(self):
-        """The integer format holding every W = sum(w_i << i*k); a negative w_i borrows from the
-        field above, so a signed W can need one bit more than its fields."""
+    def packed_range(self):
+        """(min, max) of W = sum(w_i << i*k): every w_i at its minimum, or every one at its
+        maximum."""
         scale = sum(1 << (index * self.shift) for index in range(self.factor))
-        return holding_format(self.w_format.raw_min * scale, self.w_format.raw_max * scale)
+        return self.w_format.raw_min * scale, self.w_format.raw_max * scale
+
+    @property
+    def packed_format(self):
+        """The integer format holding every W; a negative w_i borrows from the field above, so a
+        signed W can need one bit more than its fields."""
+        return holding_format(*self.packed_range)
 
     @property
     def packed_shape(self):
@@ -40,7 +46,10 @@ class PackingPlan:
     def packed_product_shape(self):
         """Shape of the multiplier's product a*W: exactly as wide as its range needs (a*W's
         operand widths alone can claim a bit that only ever copies the sign)."""
-        return int_shape(holding_format(*product_range(self.a_format, self.packed_format)))
+        w_lo, w_hi = self.packed_range
+        a_lo, a_hi = self.a_format.raw_min, self.a_format.raw_max
+        corners = [a * w for a in (a_lo, a_hi) for w in (w_lo, w_hi)]
+        return int_shape(holding_format(min(corners), max(corners)))
 
     @property
     def product_shape(self):
