@@ -20,10 +20,15 @@ def int_shape(fmt):
     return signed(fmt.bits) if fmt.signed else unsigned(fmt.bits)
 
 
+def interval_product(a_lo, a_hi, w_lo, w_hi):
+    """(min, max) of a*w for a in [a_lo, a_hi], w in [w_lo, w_hi]: the extremes are corners."""
+    corners = [a * w for a in (a_lo, a_hi) for w in (w_lo, w_hi)]
+    return min(corners), max(corners)
+
+
 def product_range(a_fmt, w_fmt):
     """(min, max) of the exact product a*w over both operand ranges."""
-    corners = [a * w for a in (a_fmt.raw_min, a_fmt.raw_max) for w in (w_fmt.raw_min, w_fmt.raw_max)]
-    return min(corners), max(corners)
+    return interval_product(a_fmt.raw_min, a_fmt.raw_max, w_fmt.raw_min, w_fmt.raw_max)
 
 
 def holding_format(lo, hi):

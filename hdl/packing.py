@@ -10,7 +10,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import SpecError
-from .mac import holding_format, int_shape, product_range
+from .mac import holding_format, int_shape, interval_product, product_range
 
 MULTIPLIER_BITS = 18   # operand width of the target's hard multiplier (ECP5 MULT18X18D)
 MAX_FACTOR = 8
@@ -46,10 +46,8 @@ class PackingPlan:
     def packed_product_shape(self):
         """Shape of the multiplier's product a*W: exactly as wide as its range needs (a*W's
         operand widths alone can claim a bit that only ever copies the sign)."""
-        w_lo, w_hi = self.packed_range
-        a_lo, a_hi = self.a_format.raw_min, self.a_format.raw_max
-        corners = [a * w for a in (a_lo, a_hi) for w in (w_lo, w_hi)]
-        return int_shape(holding_format(min(corners), max(corners)))
+        lo, hi = interval_product(self.a_format.raw_min, self.a_format.raw_max, *self.packed_range)
+        return int_shape(holding_format(lo, hi))
 
     @property
     def product_shape(self):
