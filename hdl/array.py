@@ -27,7 +27,8 @@ vector x (length rows), with W the active rows x cols weight tile. Ports:
 - `wl`: one weight row (cols values) per beat, rows 0..rows-1 in order, into a shadow tile;
 - `i`: `a` (x), `psum` (cols partial sums to add: the previous tile's results, or zeros) and
   `swap` (this vector is the first to use the shadow tile). `i.ready` stays low for a `swap`
-  beat until the shadow tile holds all rows, so the weights cannot race the activations;
+  beat until the shadow tile holds all rows, so the weights cannot race the activations. Data
+  registers take no reset (`forma.hdl.pipeline`), so after a reset the first vector swaps;
 - `o`: y (cols values in the accumulator format, which wraps like the integer MAC's); with
   `out`, a struct of `acc` (the column words, for the next pass's psum) and `y` (the words
   rounded to out).
@@ -59,6 +60,7 @@ from .exact_product import ExactArithmetic
 from .hard_multiplier import LATENCY, registered_product
 from .mac import IntegerMAC, int_shape
 from .packing import MULTIPLIER_BITS, choose_packing, pack_weights, split_products
+from .pipeline import data_register, delay
 
 DATAFLOWS = ("ws", "os")
 MAX_SIDE = 64
@@ -75,16 +77,6 @@ def _elements(value, shape, count):
     shape = Shape.cast(shape)
     parts = [value[i * shape.width:(i + 1) * shape.width] for i in range(count)]
     return [part.as_signed() if shape.signed else part for part in parts]
-
-
-def _delay(m, advance, value, cycles, name):
-    """`value` through `cycles` registers that move when `advance` is high."""
-    for index in range(cycles):
-        register = Signal.like(value, name=f"{name}_d{index}")
-        with m.If(advance):
-            m.d.sync += register.eq(value)
-        value = register
-    return value
 
 
 def accept_tiles(m, advance, i, rows):
@@ -259,7 +251,7 @@ class SystolicArray(wiring.Component):
 
     def _deskew(self, m, advance, values, g, name):
         """Delay group g's values so that every group leaves on the same cycle."""
-        return [_delay(m, advance, v, self.groups - 1 - g, f"{name}_{c}")
+        return [delay(m, advance, v, self.groups - 1 - g, f"{name}_{c}", data=True)
                 for c, v in zip(self._group(g), values)]
 
     def _emit(self, m, advance, y, valid):
@@ -273,11 +265,11 @@ class SystolicArray(wiring.Component):
         codes = Cat(self.lanes.arith.round(m, advance, word, f"round_{c}")
                     for c, word in enumerate(y))
         if self.dataflow == "ws":
-            m.d.comb += [o.payload.acc.eq(_delay(m, advance, Cat(y), stages, "y_acc")),
+            m.d.comb += [o.payload.acc.eq(delay(m, advance, Cat(y), stages, "y_acc", data=True)),
                          o.payload.y.eq(codes)]
         else:
             m.d.comb += o.payload.eq(codes)
-        m.d.comb += o.valid.eq(_delay(m, advance, valid, stages, "y_valid"))
+        m.d.comb += o.valid.eq(delay(m, advance, valid, stages, "y_valid", data=False))
 
     def _weight_stationary(self, m, advance, platform):
         rows, groups, lanes = self.rows, self.groups, self.lanes
@@ -292,7 +284,7 @@ class SystolicArray(wiring.Component):
         loaded = Signal(range(rows + 1))
         busy = Signal(range(rows + groups))  # cycles until the last PE has taken its weights
         full = loaded == rows
-        shadow = [[Signal(lanes.weight_shape, name=f"shadow_{r}_{g}") for g in range(groups)]
+        shadow = [[data_register(lanes.weight_shape, f"shadow_{r}_{g}") for g in range(groups)]
                   for r in range(rows)]
         m.d.comb += [wl.ready.eq((busy == 0) & ~full),
                      i.ready.eq(advance & (~i.payload.swap | full))]
@@ -312,22 +304,23 @@ class SystolicArray(wiring.Component):
         psums = [[None] * self.cols for _ in range(rows + 1)]
         for g in range(groups):
             for c in self._group(g):
-                psums[0][c] = _delay(m, advance, psum_in[c], g + 1 + lanes.latency,
-                                     f"psum_in_{c}")
+                psums[0][c] = delay(m, advance, psum_in[c], g + 1 + lanes.latency,
+                                    f"psum_in_{c}", data=True)
         for r in range(rows):
-            a = lanes.edge_a(m, _delay(m, advance, a_in[r], r, f"a_in_{r}"), f"decode_a_{r}")
-            swap = _delay(m, advance, take & i.payload.swap, r, f"swap_in_{r}")
+            a = lanes.edge_a(m, delay(m, advance, a_in[r], r, f"a_in_{r}", data=True),
+                             f"decode_a_{r}")
+            swap = delay(m, advance, take & i.payload.swap, r, f"swap_in_{r}", data=False)
             for g in range(groups):
-                a_reg = Signal.like(a, name=f"a_{r}_{g}")
+                a_reg = data_register(a.shape(), f"a_{r}_{g}")
                 swap_reg = Signal(name=f"swap_{r}_{g}")
-                weight = Signal(lanes.weight_shape, name=f"weight_{r}_{g}")
+                weight = data_register(lanes.weight_shape, f"weight_{r}_{g}")
                 with m.If(advance):
                     m.d.sync += [a_reg.eq(a), swap_reg.eq(swap)]
                     with m.If(swap):  # the weights change with the first vector that uses them
                         m.d.sync += weight.eq(shadow[r][g])
                 parts = lanes.products(m, advance, a_reg, weight, f"product_{r}_{g}", platform)
                 for c, part in zip(self._group(g), parts):
-                    psum = Signal(word_shape, name=f"psum_{r}_{c}")
+                    psum = data_register(word_shape, f"psum_{r}_{c}")
                     with m.If(advance):
                         m.d.sync += psum.eq(lanes.add(psums[r][c], part))
                     psums[r + 1][c] = psum
@@ -337,7 +330,7 @@ class SystolicArray(wiring.Component):
             outputs = self._deskew(m, advance, [psums[rows][c] for c in self._group(g)], g, "y")
             for c, value in zip(self._group(g), outputs):
                 y[c] = value
-        valid = _delay(m, advance, take, self.latency - self.rounding_stage, "valid")
+        valid = delay(m, advance, take, self.latency - self.rounding_stage, "valid", data=False)
         self._emit(m, advance, y, valid)
 
     def _output_stationary(self, m, advance, platform):
@@ -350,31 +343,32 @@ class SystolicArray(wiring.Component):
 
         take = accept_tiles(m, advance, i, rows)
 
-        weights = [lanes.edge_w(m, [_delay(m, advance, w_in[c], g, f"w_in_{c}")
+        weights = [lanes.edge_w(m, [delay(m, advance, w_in[c], g, f"w_in_{c}", data=True)
                                     for c in self._group(g)], f"decode_w_{g}")
                    for g in range(groups)]
         done = [[None] * self.cols for _ in range(rows)]
         drain_load = [None] * groups
         for r in range(rows):
-            a = lanes.edge_a(m, _delay(m, advance, a_in[r], r, f"a_in_{r}"), f"decode_a_{r}")
-            valid = _delay(m, advance, take, r, f"valid_in_{r}")
-            last = _delay(m, advance, take & i.payload.last, r, f"last_in_{r}")
+            a = lanes.edge_a(m, delay(m, advance, a_in[r], r, f"a_in_{r}", data=True),
+                             f"decode_a_{r}")
+            valid = delay(m, advance, take, r, f"valid_in_{r}", data=False)
+            last = delay(m, advance, take & i.payload.last, r, f"last_in_{r}", data=False)
             for g in range(groups):
-                a_reg = Signal.like(a, name=f"a_{r}_{g}")
-                w_reg = Signal(lanes.weight_shape, name=f"w_{r}_{g}")
+                a_reg = data_register(a.shape(), f"a_{r}_{g}")
+                w_reg = data_register(lanes.weight_shape, f"w_{r}_{g}")
                 valid_reg, last_reg = Signal(name=f"valid_{r}_{g}"), Signal(name=f"last_{r}_{g}")
                 parts = lanes.products(m, advance, a_reg, w_reg, f"product_{r}_{g}", platform)
                 restart = Signal(init=1, name=f"restart_{r}_{g}")
                 with m.If(advance):
                     m.d.sync += [a_reg.eq(a), valid_reg.eq(valid), last_reg.eq(last),
                                  w_reg.eq(weights[g])]
-                product_valid = _delay(m, advance, valid_reg, lanes.latency,
-                                       f"product_valid_{r}_{g}")
-                product_last = _delay(m, advance, last_reg, lanes.latency,
-                                      f"product_last_{r}_{g}")
+                product_valid = delay(m, advance, valid_reg, lanes.latency,
+                                      f"product_valid_{r}_{g}", data=False)
+                product_last = delay(m, advance, last_reg, lanes.latency,
+                                     f"product_last_{r}_{g}", data=False)
                 for c, part in zip(self._group(g), parts):
-                    acc = Signal(word_shape, name=f"acc_{r}_{c}")
-                    done[r][c] = Signal(word_shape, name=f"done_{r}_{c}")
+                    acc = data_register(word_shape, f"acc_{r}_{c}")
+                    done[r][c] = data_register(word_shape, f"done_{r}_{c}")
                     total = lanes.add(Mux(restart, 0, acc), part)
                     with m.If(advance & product_valid):
                         m.d.sync += acc.eq(total)
@@ -390,7 +384,7 @@ class SystolicArray(wiring.Component):
 
         # Each group's results shift out row by row once its bottom row has finished.
         for g in range(groups):
-            drain = [[Signal(word_shape, name=f"drain_{r}_{c}") for c in self._group(g)]
+            drain = [[data_register(word_shape, f"drain_{r}_{c}") for c in self._group(g)]
                      for r in range(rows)]
             drain_valid = [Signal(name=f"drain_valid_{r}_{g}") for r in range(rows)]
             with m.If(advance):

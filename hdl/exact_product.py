@@ -20,6 +20,7 @@ from ..sim.formats.minifloat import FloatFormat
 from .float_pe import decoder_for, encoder_for, unit_ports
 from .float_units import leading_zeros, signed_bits
 from .hard_multiplier import LATENCY, registered_product
+from .pipeline import data_register, delay
 
 FAMILIES = ("float", "posit")
 FLAGS = ("nan", "pos_inf", "neg_inf", "plus")
@@ -131,12 +132,12 @@ class ExactArithmetic:
         zero = (a.zero | w.zero) & ~nan
         beside = Cat(a.offset + w.offset, sign, nan, inf & ~sign, inf & sign, ~(zero & sign))
         sig = registered_product(m, advance, a.sig, w.sig, f"{name}_sig", platform)
-        beside = _delay(m, advance, beside, LATENCY, f"{name}_beside")
+        beside = delay(m, advance, beside, LATENCY, f"{name}_beside", data=True)
         shift_bits = max(len(a.offset), len(w.offset)) + 1
         shift, sign, flags = beside[:shift_bits], beside[shift_bits], beside[shift_bits + 1:]
         aligned = Cat((sig << shift)[self.drop:], Const(0, self.acc_bits))
         aligned = aligned[:self.acc_bits].as_signed()
-        part = Signal(unsigned(self.word_bits), name=name)
+        part = data_register(unsigned(self.word_bits), name)
         with m.If(advance):
             m.d.sync += part.eq(Cat(Mux(sign, -aligned, aligned)[:self.acc_bits], flags))
         return part
@@ -160,8 +161,8 @@ class ExactArithmetic:
         is_zero = ~acc.any()
         classes = Cat(is_nan, is_inf, is_zero & ~is_nan & ~is_inf,
                       Mux(is_inf, neg_inf, Mux(is_zero, ~plus, acc[-1])))
-        magnitude = Signal(n, name=f"{name}_magnitude")
-        classes = _delay(m, advance, classes, 1, f"{name}_classes")
+        magnitude = data_register(n, f"{name}_magnitude")
+        classes = delay(m, advance, classes, 1, f"{name}_classes", data=True)
         with m.If(advance):
             m.d.sync += magnitude.eq(Mux(acc[-1], -acc, acc)[:n])
 
@@ -170,9 +171,9 @@ class ExactArithmetic:
         exp_bits = signed_bits(lsb - keep, lsb + n - keep)
         lz = leading_zeros(magnitude)
         normalized = (magnitude << lz)[:n]
-        top, sticky = Signal(keep, name=f"{name}_top"), Signal(name=f"{name}_sticky")
-        exp = Signal(signed(exp_bits), name=f"{name}_exp")
-        classes = _delay(m, advance, classes, 1, f"{name}_classes_n")
+        top, sticky = data_register(keep, f"{name}_top"), data_register(1, f"{name}_sticky")
+        exp = data_register(signed(exp_bits), f"{name}_exp")
+        classes = delay(m, advance, classes, 1, f"{name}_classes_n", data=True)
         with m.If(advance):
             m.d.sync += [top.eq(normalized[n - keep:]), sticky.eq(normalized[:n - keep].any()),
                          exp.eq(lsb + n - keep - lz)]
@@ -183,16 +184,7 @@ class ExactArithmetic:
         m.d.comb += [value.sig.eq(top), value.exp.eq(exp), value.sticky.eq(sticky),
                      value.nan.eq(classes[0]), value.inf.eq(classes[1]),
                      value.zero.eq(classes[2]), value.sign.eq(classes[3])]
-        return _delay(m, advance, code, 1, f"{name}_code")
-
-
-def _delay(m, advance, value, cycles, name):
-    for index in range(cycles):
-        register = Signal(len(value), name=f"{name}_d{index}")
-        with m.If(advance):
-            m.d.sync += register.eq(value)
-        value = register
-    return value
+        return delay(m, advance, code, 1, f"{name}_code", data=True)
 
 
 def _least_exponent(unit):

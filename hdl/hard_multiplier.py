@@ -5,6 +5,8 @@ unused when inferring); elsewhere, and in simulation, the same pipeline in plain
 """
 from amaranth import ClockSignal, Const, Instance, Shape, Signal
 
+from .pipeline import data_register
+
 LATENCY = 3
 DSP_BITS = 18
 
@@ -17,20 +19,22 @@ def _fits_dsp(a, w):
 
 
 def registered_product(m, advance, a, w, name, platform=None, shape=None):
-    """a * w, LATENCY cycles after its operands, every register enabled by `advance`: the
-    operands are registered next to the multiplier and the product twice after it, so the
-    routing into and out of a hard multiplier each gets a cycle of its own. `shape` narrows the
-    product registers when the operands' ranges are known to need fewer bits than a * w's."""
+    """a * w, LATENCY cycles after its operands, every register enabled by `advance` and none
+    reset (data registers, `forma.hdl.pipeline`): the operands are registered next to the
+    multiplier and the product twice after it, so the routing into and out of a hard multiplier
+    each gets a cycle of its own. `shape` narrows the product registers when the operands'
+    ranges are known to need fewer bits than a * w's."""
     shape = shape or (a * w).shape()
     fits, signed = _fits_dsp(a, w)
     if getattr(platform, "family", None) == "ecp5" and fits:
         near = _ecp5_multiply(m, advance, a, w, name, signed)[:Shape.cast(shape).width]
     else:
-        a_near, w_near = Signal.like(a, name=f"{name}_a"), Signal.like(w, name=f"{name}_w")
-        near = Signal(shape, name=f"{name}_near")
+        a_near = data_register(a.shape(), f"{name}_a")
+        w_near = data_register(w.shape(), f"{name}_w")
+        near = data_register(shape, f"{name}_near")
         with m.If(advance):
             m.d.sync += [a_near.eq(a), w_near.eq(w), near.eq(a_near * w_near)]
-    product = Signal(shape, name=name)
+    product = data_register(shape, name)
     with m.If(advance):
         m.d.sync += product.eq(near)
     return product

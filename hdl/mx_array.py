@@ -36,10 +36,11 @@ from amaranth.lib.wiring import In, Out
 from ..errors import SpecError
 from ..sim.formats import parse_format
 from ..sim.formats.minifloat import FloatFormat
-from .array import MAX_SIDE, _delay, accept_tiles
+from .array import MAX_SIDE, accept_tiles
 from .float_pe import (Pipeline, add_unpacked, decoder_for, encoder_for, precision_of,
                        unit_ports, connect_value)
 from .mx_pe import MXDotPE, mx_format
+from .pipeline import delay
 
 DOT_LATENCY = 1 + len(MXDotPE.CUTS)
 
@@ -98,7 +99,7 @@ class MXDotCell(wiring.Component):
                      payload.b.eq(self.w_out[:field]), payload.sb.eq(self.w_out[field:])]
         pipe = Pipeline(m, advance, self.valid_out, dot.CUTS)
         code = dot.block_dot(m, pipe, payload)
-        last = _delay(m, advance, self.last_out, len(dot.CUTS), "last")
+        last = delay(m, advance, self.last_out, len(dot.CUTS), "last", data=False)
 
         block_dot = Signal(self.out_format.bits)
         dot_valid, dot_last = Signal(), Signal()
@@ -164,13 +165,15 @@ class MXSystolicArray(wiring.Component):
         take = accept_tiles(m, advance, i, rows)
 
         # Operands enter skewed: row r's A blocks r cycles late, column c's W blocks c cycles late.
-        w_top = [_delay(m, advance, i.payload.w[c * width:(c + 1) * width], c, f"w_in_{c}")
+        w_top = [delay(m, advance, i.payload.w[c * width:(c + 1) * width], c, f"w_in_{c}",
+                       data=True)
                  for c in range(cols)]
         cells = [[None] * cols for _ in range(rows)]
         for r in range(rows):
-            a = _delay(m, advance, i.payload.a[r * width:(r + 1) * width], r, f"a_in_{r}")
-            valid = _delay(m, advance, take, r, f"valid_in_{r}")
-            last = _delay(m, advance, take & i.payload.last, r, f"last_in_{r}")
+            a = delay(m, advance, i.payload.a[r * width:(r + 1) * width], r, f"a_in_{r}",
+                      data=True)
+            valid = delay(m, advance, take, r, f"valid_in_{r}", data=False)
+            last = delay(m, advance, take & i.payload.last, r, f"last_in_{r}", data=False)
             for c in range(cols):
                 cell = cells[r][c] = m.submodules[f"pe_{r}_{c}"] = MXDotCell(self._dot())
                 w = w_top[c] if r == 0 else cells[r - 1][c].w_out
@@ -194,7 +197,7 @@ class MXSystolicArray(wiring.Component):
                     m.d.sync += [d.eq(s) for d, s in zip(drain, drain[1:])]
                     m.d.sync += [v.eq(s) for v, s in zip(drain_valid, drain_valid[1:])]
                     m.d.sync += drain_valid[-1].eq(0)
-            codes.append(_delay(m, advance, drain[0], cols - 1 - c, f"y_{c}"))
+            codes.append(delay(m, advance, drain[0], cols - 1 - c, f"y_{c}", data=True))
             if c == cols - 1:
                 m.d.comb += o.valid.eq(drain_valid[0])
         m.d.comb += o.payload.eq(Cat(codes))
