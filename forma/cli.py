@@ -109,15 +109,14 @@ def cmd_verify(args):
 
 def cmd_mutate(args):
     proof = {} if args.proof_seconds is None else {"proof_seconds": args.proof_seconds}
-    if args.op == "array":
-        from .sim.mutate_array import DEFAULT_OUTPUTS, mutate_array
+    if args.op == "array" or any("=" in word for word in args.formats):
+        from .sim.mutate_design import mutate_design, regression_size
         from .generators import spec_of
-        spec = spec_of(["array", *args.formats])
+        spec = spec_of([args.op, *args.formats])
         build = Path(args.build or Path("build") / "mutate" / spec.slug)
-        report = mutate_array(spec.text, build, mutants=args.mutants, seed=args.seed,
-                              outputs=DEFAULT_OUTPUTS if args.vectors is None else args.vectors,
-                              **proof)
-        regression = f"about {report.vectors} outputs per pass"
+        report = mutate_design(spec.text, build, mutants=args.mutants, seed=args.seed,
+                               count=args.vectors, **proof)
+        regression = f"about {report.vectors} {regression_size(spec.kind)[1]} per pass"
     else:
         from .sim.mutate import mutate
         case, build = _case_and_build(args, "mutate")
@@ -258,8 +257,9 @@ def parser():
     p.set_defaults(run=cmd_verify)
     p = sub.add_parser("mutate", help="mutation-test a PE's or an array's regression with Yosys "
                                       "`mutate`")
-    p.add_argument("op", help="mul, add, fma, convert, mac, dot, or array (then the array "
-                              "spec's key=value words)")
+    p.add_argument("op", help="mul, add, fma, convert, mac, dot (a PE by its formats), or a "
+                              "design kind, array or mac, with its key=value words (then the "
+                              "design's own cocotb regression runs)")
     p.add_argument("formats", nargs="+", help="operand format(s) as for `forma verify`")
     p.add_argument("--out", dest="out_format", help="result format (default: the first operand's)")
     p.add_argument("--mutants", type=int, default=50, help="mutants to sample (default: 50)")
@@ -267,7 +267,8 @@ def parser():
                    help="seed of the mutant sample and of random stimulus (default: 1)")
     p.add_argument("--vectors", type=int,
                    help="random vectors when the input space exceeds 2**16 (default 1000000); "
-                        "array: output elements per regression pass (default 600)")
+                        "designs: output elements per pass of an array (default 600), "
+                        "inputs per pass of a mac (default 3000)")
     p.add_argument("--stages", type=int, default=1, help="pipeline depth (default: 1)")
     p.add_argument("--lanes", type=int,
                    help="parallel PE copies in the checker (default: the PE's, at most 4)")

@@ -114,12 +114,13 @@ def fit_model(rows, board):
     return max(best, 1)
 
 
-def largest_square(predicted, build):
-    """Real builds from the predicted side: up while they fit, down while they fail. Returns
-    (largest side that fits or None, the rows built on the way)."""
-    tried, side = {}, max(1, predicted)
+def largest_square(start, build, known=None):
+    """Real builds from side `start`: up while they fit, down while they fail; `known` holds
+    rows already built ({side: row}), which are not built again. Returns (largest side that
+    fits or None, every row seen on the way)."""
+    tried, side = dict(known or {}), max(1, start)
     while 1 <= side <= MAX_SIDE:
-        row = build(side)
+        row = tried[side] if side in tried else build(side)
         tried[side] = row
         if row["fits"] and side + 1 not in tried:
             side += 1
@@ -184,15 +185,22 @@ def main(argv=None):
         for board in args.boards:
             built = [r for r in rows if r["board"] == board and r["a"] == parse_format(a).name
                      and r["w"] == parse_format(w).name and "packing=off" not in r["spec"]]
+            fitting = [r["rows"] for r in built if r["fits"]]
+            if not fitting:
+                continue
             predicted = fit_model(built, board)
             if predicted is None:
-                continue
-            print(f"[bench] {board} {name}: the resource model predicts {predicted}x{predicted}",
-                  file=sys.stderr, flush=True)
-            side, _ = largest_square(predicted, lambda n: build(
+                start = max(fitting)
+                print(f"[bench] {board} {name}: one size fits, too few for the resource model; "
+                      f"searching up from {start}x{start}", file=sys.stderr, flush=True)
+            else:
+                start = predicted
+                print(f"[bench] {board} {name}: the resource model predicts {predicted}x"
+                      f"{predicted}", file=sys.stderr, flush=True)
+            side, _ = largest_square(start, lambda n: build(
                 base_spec(n, a, w), board, share * n * n, predicted=predicted,
                 macs_source=f"{share:.3f} x R x C, measured at {max(args.sizes)}x"
-                            f"{max(args.sizes)}"))
+                            f"{max(args.sizes)}"), known={r["rows"]: r for r in built})
             print(f"[bench] {board} {name}: largest square that fits: {side}", file=sys.stderr)
     print(table(rows))
     print(f"\nwrote {out / 'array.json'}")

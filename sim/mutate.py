@@ -5,7 +5,7 @@ All mutants live in one netlist behind a selector input (0 = the original), so N
 Verilator build and N short simulations; a mutant stops at its first mismatching vector. A
 survivor is proven equivalent by register correspondence (equiv_make/equiv_simple/equiv_induct)
 or by temporal induction on a miter (sat); the netlist, miter and wrapper helpers serve the
-array flow (forma.sim.mutate_array) too.
+design flow (forma.sim.mutate_design) too.
 """
 import json
 import re
@@ -139,11 +139,19 @@ class Port:
 
 
 def module_ports(verilog, module="dut"):
-    """The ports of `module` in Verilog as Yosys writes it (`input [7:0] name;` lines)."""
+    """The ports of `module` in Verilog as Yosys writes it (`input [7:0] name;` lines, signed
+    or not)."""
     body = verilog[verilog.index(f"module {module}("):]
     body = body[:body.index("endmodule")]
-    return [Port(direction, name, int(high) + 1 if high else 1) for direction, high, name in
-            re.findall(r"^\s*(input|output)\s+(?:\[(\d+):0\]\s*)?\\?(\S+)\s*;", body, re.M)]
+    ports = [Port(direction, name, int(high) + 1 if high else 1) for direction, high, name in
+             re.findall(r"^\s*(input|output)\s+(?:signed\s+)?(?:\[(\d+):0\]\s*)?\\?(\S+)\s*;",
+                        body, re.M)]
+    listed = body[body.index("(") + 1:body.index(")")].split(",")
+    header = {name.strip().lstrip("\\") for name in listed}
+    if header != {p.name for p in ports}:  # a port missed here would escape every proof
+        raise MutationError(f"cannot read the ports {sorted(header - {p.name for p in ports})} "
+                            f"of module {module}")
+    return ports
 
 
 def mutant_netlist(component, work, count, seed):
@@ -273,32 +281,61 @@ def prove_equivalent(work, mutation, ports, width, seconds=PROOF_SECONDS):
             or _prove_miter(work, mutation, ports, width, seconds))
 
 
-MATCH_ROUNDS = 3   # signal-correspondence proofs, each unpairing the signals the last refuted
+MATCH_ROUNDS = 8   # signal-correspondence proofs, each unpairing the signals the last refuted
+
+
+# techmap rule for the start check: a $equiv cell passes its original-side value on and asserts
+# that both sides agree.
+EQUIV_TO_ASSERT = """attribute \\techmap_celltype "$equiv"
+module \\equiv_to_assert
+  wire input 1 \\A
+  wire input 2 \\B
+  wire output 3 \\Y
+  wire \\same
+  cell $eq \\compare
+    parameter \\A_SIGNED 0
+    parameter \\B_SIGNED 0
+    parameter \\A_WIDTH 1
+    parameter \\B_WIDTH 1
+    parameter \\Y_WIDTH 1
+    connect \\A \\A
+    connect \\B \\B
+    connect \\Y \\same
+  end
+  cell $assert \\check
+    connect \\A \\same
+    connect \\EN 1'1
+  end
+  connect \\Y \\A
+end
+"""
 
 
 def _prove_matched(work, mutation, ports, width, seconds):
     """Signal correspondence: every output, register and named signal of the original equals
-    its copy in the mutant, proven by equiv_simple and equiv_induct over EQUIV_STEPS cycles
-    plus a miter check of the first EQUIV_STEPS cycles from the registers' initial values.
-    Internal signals whose pairing is refuted are unpaired and the proof repeated (a mutant
-    may differ in bits nothing reads, e.g. an unused carry), up to MATCH_ROUNDS times; a
-    refuted output pairing ends it."""
+    its copy in the mutant. equiv_simple and equiv_induct prove that a step keeps every pair
+    equal given EQUIV_STEPS - 1 steps in which they all were; the start check (SAT over the
+    first EQUIV_STEPS cycles from the registers' initial values) proves the pairs equal there.
+    In that check every reader of a paired signal, in either copy, reads the original's value
+    while an assertion compares both sides, so the copies share all logic but the mutated
+    cone and the SAT problem stays small even around a multiplier. Internal signals whose
+    pairing is refuted are unpaired and the proof repeated (a mutant may differ in bits nothing
+    reads, e.g. an unused carry), up to MATCH_ROUNDS times; a refuted output pairing ends it."""
     name = f"equiv_{mutation.number}"
     (work / f"{name}.v").write_text(wrapper_verilog(ports, width, "gold", 0)
-                                    + wrapper_verilog(ports, width, "gate", mutation.number)
-                                    + miter_verilog(ports, width, mutation.number))
+                                    + wrapper_verilog(ports, width, "gate", mutation.number))
+    (work / "equiv_to_assert.il").write_text(EQUIV_TO_ASSERT)
     unpaired = f"{SELECTOR}\nunder_test.{SELECTOR}\n"
     outputs = {p.name for p in ports}
+    pairing = (f"read_rtlil mutants.il\nread_verilog {name}.v\nflatten gold gate\n"
+               f"opt -fast gold gate\nopt_dff -sat gold gate\nopt -fast gold gate\n"
+               f"equiv_make -blacklist {name}.unpaired gold gate equiv\nhierarchy -top equiv\n")
+    script = (pairing + f"equiv_simple -seq {EQUIV_STEPS}\nequiv_induct -seq {EQUIV_STEPS}\n"
+              f"equiv_status -assert\ndesign -reset\n" + pairing
+              + f"techmap -map equiv_to_assert.il\nopt -fast\n"
+              f"sat -seq {EQUIV_STEPS} -prove-asserts -verify\n")
     for _ in range(MATCH_ROUNDS):
         (work / f"{name}.unpaired").write_text(unpaired)
-        script = (f"read_rtlil mutants.il\nread_verilog {name}.v\nflatten gold gate\n"
-                  f"opt -fast gold gate\nopt_dff -sat gold gate\nopt -fast gold gate\n"
-                  f"equiv_make -blacklist {name}.unpaired gold gate equiv\nhierarchy -top equiv\n"
-                  f"equiv_simple -seq {EQUIV_STEPS}\nequiv_induct -seq {EQUIV_STEPS}\n"
-                  f"equiv_status -assert\n"
-                  f"design -reset\nread_rtlil mutants.il\nread_verilog {name}.v\n"
-                  f"hierarchy -top miter\nflatten\nopt -fast\n"
-                  f"sat -seq {EQUIV_STEPS} -prove trigger 0 -verify\n")
         try:
             _yosys(script, work, name, seconds)
             return True

@@ -10,12 +10,11 @@ import cocotb
 import numpy as np
 from cocotb.clock import Clock
 from amaranth import Shape
-from cocotb.triggers import FallingEdge, RisingEdge
 
 from ..generators import parameters_of
 from . import matmul
 from .runner import cocotb_config
-from .tb_util import drive_matmul
+from .tb_util import drive_matmul, mutation_runs, reset
 
 
 def _bits(values, bits):
@@ -184,23 +183,6 @@ def check_product(stream, a, b):
 THROUGHPUT_SHARE = 0.95   # of rows x cols MACs/cycle the full-rate phase must reach
 
 
-async def reset(dut, array, selector=None):
-    """Two reset cycles with every input idle; `selector` (if given) drives the mutant selector
-    port from the reset on, so mutants of the reset logic count too."""
-    await FallingEdge(dut.clk)
-    dut.rst.value = 1
-    dut.i__valid.value = 0
-    dut.o__ready.value = 0
-    if array.dataflow == "ws":
-        dut.wl__valid.value = 0
-    if selector is not None:
-        dut.mutsel.value = selector
-    for _ in range(2):
-        await RisingEdge(dut.clk)
-    await FallingEdge(dut.clk)
-    dut.rst.value = 0
-
-
 async def regression(dut, array, spec, seed, count):
     """The array regression from reset: a full-rate tiled matmul, then ragged random matmuls
     with corner values under stalls; asserts every output row, returns the statistics."""
@@ -247,46 +229,43 @@ async def regression(dut, array, spec, seed, count):
             "full_rate": stats, "stalled_outputs": checked}
 
 
-async def mutation_runs(dut, array, spec, seed, count, mutants, path):
-    """The regression once per mutant selector (0 = the original first), each from a reset;
-    a mutant is killed by the first wrong output row, a hang, full-rate throughput below
-    THROUGHPUT_SHARE, or a full-rate phase whose cycle counts differ from the original's (the
-    same stimulus: any difference is a visible handshake change). Results go to `path` as
-    JSON, one entry per selector."""
-    results, original = [], None
-    for selector in range(mutants + 1):
-        await reset(dut, array, selector)
-        try:
-            stats = await regression(dut, array, spec, seed, count)
-            if stats["macs_per_cycle"] < THROUGHPUT_SHARE * stats["ideal"]:
-                raise AssertionError(f"full rate {stats['macs_per_cycle']:.2f} MACs/cycle, "
-                                     f"below {THROUGHPUT_SHARE} of {stats['ideal']}")
-            original = original or stats["full_rate"]
-            if stats["full_rate"] != original:
-                raise AssertionError(f"full-rate phase {stats['full_rate']}, the original's "
-                                     f"{original}")
-            results.append({"selector": selector, "killed": None})
-        except AssertionError as error:
-            results.append({"selector": selector, "killed": str(error).splitlines()[0]})
-        with open(path, "w") as handle:
-            json.dump(results, handle)
-        if selector == 0 and results[0]["killed"]:
-            break  # the unmutated netlist must pass before any mutant means anything
+def streams_of(array):
+    """The input streams of `array`, idle during a reset."""
+    return ("i", "wl") if array.dataflow == "ws" else ("i",)
+
+
+def mutant_regression(dut, array, spec, seed, count):
+    """The regression as one mutant run (see tb_util.mutation_runs): it also fails on full-rate
+    throughput below THROUGHPUT_SHARE or a full-rate phase whose cycle counts differ from the
+    original's (the same stimulus: any difference is a visible handshake change)."""
+    original = {}
+
+    async def run():
+        stats = await regression(dut, array, spec, seed, count)
+        if stats["macs_per_cycle"] < THROUGHPUT_SHARE * stats["ideal"]:
+            raise AssertionError(f"full rate {stats['macs_per_cycle']:.2f} MACs/cycle, "
+                                 f"below {THROUGHPUT_SHARE} of {stats['ideal']}")
+        original.setdefault("full_rate", stats["full_rate"])
+        if stats["full_rate"] != original["full_rate"]:
+            raise AssertionError(f"full-rate phase {stats['full_rate']}, the original's "
+                                 f"{original['full_rate']}")
+    return run
 
 
 @cocotb.test()
 async def array_matches_reference(dut):
     """Random matmuls through the array equal the tiled reference, at full rate and under stalls
-    (with FORMA_MUTANTS set: once per mutant of a mutant netlist, see forma.sim.mutate_array)."""
+    (with FORMA_MUTANTS set: once per mutant of a mutant netlist, see forma.sim.mutate_design)."""
     spec, seed, count = cocotb_config()
     array = parameters_of(spec)
     dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.factor}")
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     if os.environ.get("FORMA_MUTANTS"):
-        await mutation_runs(dut, array, spec, seed, count, int(os.environ["FORMA_MUTANTS"]),
+        run = mutant_regression(dut, array, spec, seed, count)
+        await mutation_runs(dut, streams_of(array), run, int(os.environ["FORMA_MUTANTS"]),
                             os.environ["FORMA_MUTATION_RESULTS"])
         return
-    await reset(dut, array)
+    await reset(dut, streams_of(array))
     stats = await regression(dut, array, spec, seed, count)
     path = os.environ.get("FORMA_ARRAY_STATS")
     if path:

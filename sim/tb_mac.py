@@ -3,14 +3,17 @@
 Seeded random streams with random valid gaps and output back-pressure, clears mid-stream, and
 runs of extreme operands (max*max, min*min, max*min) that stress the accumulator's range.
 """
+import os
+
 import cocotb
 import numpy as np
+from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..generators import parameters_of
 from .mac import mac_reference
 from .runner import cocotb_config
-from .tb_util import start
+from .tb_util import mutation_runs, reset
 
 
 def stimulus(mac, rng, count):
@@ -41,17 +44,11 @@ def describe(mac, index, a, w, clear, got, expected):
             f"clear={int(clear)} -> got acc={got}, expected {expected} ({mac.acc_format.name})")
 
 
-@cocotb.test()
-async def mac_matches_reference(dut):
-    """Every streamed accumulator value equals the reference, under stalls and back-pressure."""
-    spec, seed, count = cocotb_config()
-    mac = parameters_of(spec)
+async def regression(dut, mac, seed, count):
+    """Every streamed accumulator value equals the reference, under stalls and back-pressure;
+    asserts, then returns (cycles, stalled cycles)."""
     rng = np.random.default_rng(seed)
     a, w, clear = stimulus(mac, rng, count)
-    dut._log.info(f"{spec}: {count} vectors, seed {seed}")
-
-    await start(dut)
-
     sent, outputs, stalls, cycles, refused_at_full_rate = 0, [], 0, 0, 0
     limit = 20 * count + 100
     # Phases: the first quarter at full rate, then random valid gaps and back-pressure.
@@ -83,4 +80,21 @@ async def mac_matches_reference(dut):
         assert got == want, describe(mac, index, a[index], w[index], clear[index], got, want)
     assert stalls > 0, "back-pressure was never exercised"
     assert refused_at_full_rate == 0, f"input refused {refused_at_full_rate} times with the output ready"
+    return cycles, stalls
+
+
+@cocotb.test()
+async def mac_matches_reference(dut):
+    """The regression (with FORMA_MUTANTS set: once per mutant of a mutant netlist, see
+    forma.sim.mutate_design)."""
+    spec, seed, count = cocotb_config()
+    mac = parameters_of(spec)
+    dut._log.info(f"{spec}: {count} vectors, seed {seed}")
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    if os.environ.get("FORMA_MUTANTS"):
+        await mutation_runs(dut, ("i",), lambda: regression(dut, mac, seed, count),
+                            int(os.environ["FORMA_MUTANTS"]), os.environ["FORMA_MUTATION_RESULTS"])
+        return
+    await reset(dut)
+    cycles, stalls = await regression(dut, mac, seed, count)
     dut._log.info(f"{count} vectors, 0 mismatches ({cycles} cycles, {stalls} stalled)")

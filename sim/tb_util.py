@@ -1,5 +1,7 @@
 """Helpers shared by the cocotb testbenches: clock and reset, the clock period of a design that
 makes its own clock, how long a handshake may take, and the per-cycle driver of the arrays."""
+import json
+
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
@@ -72,3 +74,39 @@ async def drive_matmul(dut, stream, rng, full_rate, beat_word, loads=()):
                          f"{cycles} cycles")
     return {"beats": len(stream.beats), "cycles": cycles, "accepted": accepted,
             "first_output": first_output, "accept_window": accepted[-1] - accepted[0] + 1}
+
+
+async def reset(dut, streams=("i",), selector=None):
+    """Two reset cycles with every input stream in `streams` idle and the output not ready;
+    `selector` (if given) drives the mutant selector port from the reset on, so mutants of the
+    reset logic count too."""
+    await FallingEdge(dut.clk)
+    dut.rst.value = 1
+    for name in streams:
+        getattr(dut, f"{name}__valid").value = 0
+    dut.o__ready.value = 0
+    if selector is not None:
+        dut.mutsel.value = selector
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+async def mutation_runs(dut, streams, regression, mutants, path):
+    """`regression()` once per mutant selector (0 = the original first), each from a reset
+    (see `reset`); a mutant is killed by the first failing assertion. Results go to `path` as
+    JSON, one entry per selector ({selector, killed: None or the failure's first line}); a
+    failing original ends the runs, since no mutant means anything then."""
+    results = []
+    for selector in range(mutants + 1):
+        await reset(dut, streams, selector)
+        try:
+            await regression()
+            results.append({"selector": selector, "killed": None})
+        except AssertionError as error:
+            results.append({"selector": selector, "killed": str(error).splitlines()[0]})
+        with open(path, "w") as handle:
+            json.dump(results, handle)
+        if selector == 0 and results[0]["killed"]:
+            break

@@ -13,6 +13,7 @@ import pytest
 from forma.errors import SpecError
 from forma.generators import elaborate, to_verilog
 from forma.sim import matmul
+from forma.sim.bench_array import largest_square
 from forma.sim.formats import parse_format
 from forma.sim.runner import cocotb_env, run_cocotb
 
@@ -204,3 +205,18 @@ def test_ecp5_multiplier_uses_its_own_registers():
             assert {dsp.parameters[f"REG_{r}_CLK"] for r in ("INPUTA", "INPUTB", "OUTPUT")} \
                 == {"CLK0"}
             assert dsp.ports["CE0"][0] is advance
+
+
+def test_largest_square_search_builds_each_side_once():
+    """The bench's search walks up from the start while builds fit and reuses rows it was given."""
+    built = []
+
+    def build(side):
+        built.append(side)
+        return {"rows": side, "fits": side <= 5}
+    known = {2: {"rows": 2, "fits": True}, 4: {"rows": 4, "fits": True}}
+    assert largest_square(4, build, known)[0] == 5 and built == [5, 6]
+    built.clear()
+    assert largest_square(8, build)[0] == 5 and built == [8, 7, 6, 5]
+    built.clear()
+    assert largest_square(1, lambda side: {"rows": side, "fits": False})[0] is None

@@ -10,7 +10,7 @@ import pytest
 from forma.generators import elaborate, to_verilog
 from forma.sim.cases import Case
 from forma.sim.mutate import MutationError, miter_verilog, module_ports, mutate
-from forma.sim.mutate_array import mutate_array
+from forma.sim.mutate_design import mutate_design
 
 
 def forma(*args):
@@ -66,6 +66,8 @@ def test_a_weak_regression_leaves_unproven_survivors(tmp_path, seed):
     (["fma", "float8_e4m3fn", "--vectors", "2000000"], "--vectors 2000000"),
     (["div", "float4_e2m1fn"], "unknown op 'div'"),
     (["mul", "float4_e2m1fn", "--proof-seconds", "1"], "--proof-seconds 1"),
+    (["mul", "a=int8"], "unknown design kind 'mul'"),
+    (["mac", "a=int8", "w=int8", "stages=0"], "stages=0"),
 ])
 def test_bad_requests_are_one_sentence(tmp_path, words, message):
     result = forma("mutate", *words, "--build", str(tmp_path))
@@ -75,16 +77,24 @@ def test_bad_requests_are_one_sentence(tmp_path, words, message):
 
 @pytest.mark.sim
 def test_array_mutants_are_killed_by_the_array_regression(tmp_path, seed):
-    """A small seeded sample; the full runs (test_array_mutation_score) hold the 99% target.
-    Survivors here are typically reset values of data registers that are flushed before any
-    valid output (see the bench table), which the register-correspondence proof cannot show."""
+    """A small seeded sample; the full runs (test_design_mutation_score) hold the 99% target."""
     print(f"mutant sample and stimulus seed {seed}")
-    report = mutate_array("array rows=2 cols=2 a=int4 w=int4", tmp_path, mutants=8, seed=seed,
-                          outputs=200)
+    report = mutate_design("array rows=2 cols=2 a=int4 w=int4", tmp_path, mutants=8, seed=seed,
+                           count=200)
     print("\n".join(report_lines(report)))
     distinguishable = len(report.outcomes) - report.count("equivalent")
     assert len(report.outcomes) == 8 and report.count("killed") >= 0.75 * distinguishable, \
         report.summary
+
+
+@pytest.mark.sim
+def test_integer_mac_mutants_are_killed_or_proven_equivalent(tmp_path, seed):
+    """The integer MAC design's own cocotb regression (tb_mac) against a seeded sample."""
+    print(f"mutant sample and stimulus seed {seed}")
+    report = mutate_design("mac a=int4 w=uint3 acc=int7 stages=2", tmp_path, mutants=10,
+                           seed=seed, count=600)
+    print("\n".join(report_lines(report)))
+    assert len(report.outcomes) == 10 and not report.holes, report.summary
 
 
 def test_miter_compares_payloads_only_while_valid():
@@ -132,17 +142,19 @@ def test_family_mutation_score(op, formats, options, mutants, share, tmp_path, s
     assert report.count("killed") >= share * distinguishable, report.summary
 
 
-ARRAYS = ["array rows=2 cols=2 a=int4 w=int4",
-          "array rows=2 cols=2 a=int4 w=int4 dataflow=os",
-          "array rows=2 cols=2 a=float4_e2m1fn w=float4_e2m1fn out=float8_e4m3fn"]
+DESIGNS = ["array rows=2 cols=2 a=int4 w=int4",
+           "array rows=2 cols=2 a=int4 w=int4 dataflow=os",
+           "array rows=2 cols=2 a=float4_e2m1fn w=float4_e2m1fn out=float8_e4m3fn",
+           "mac a=int8 w=int8 stages=2",
+           "mac a=int4 w=uint3 acc=int7"]
 
 
 @pytest.mark.bench
 @pytest.mark.sim
-@pytest.mark.parametrize("spec", ARRAYS)
-def test_array_mutation_score(spec, tmp_path, seed):
+@pytest.mark.parametrize("spec", DESIGNS)
+def test_design_mutation_score(spec, tmp_path, seed):
     print(f"mutant sample and stimulus seed {seed}")
-    report = mutate_array(spec, tmp_path, mutants=100, seed=seed)
+    report = mutate_design(spec, tmp_path, mutants=100, seed=seed)
     print("\n".join(report_lines(report)))
     print(report.summary, report.seconds)
     distinguishable = len(report.outcomes) - report.count("equivalent")
