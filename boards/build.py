@@ -6,6 +6,7 @@ import copy
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -181,14 +182,17 @@ def _run(command, work, stage, board, out_dir):
 
 
 def _last_error(logs):
-    """The last line mentioning an error across `logs`, else the last non-empty line."""
+    """The last line mentioning an error across `logs` (the tool's own ERROR lines first, never
+    a "0 warnings, 1 error" tally), else the last non-empty line."""
     lines = []
     for log in logs:
         if log.exists():
             lines += [line.strip() for line in log.read_text(errors="replace").splitlines()
                       if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["no output"])[-1]
+    tagged = [line for line in lines if line.startswith("ERROR")]
+    errors = [line for line in lines if "error" in line.lower()
+              and not re.fullmatch(r"\d+ warnings?, \d+ errors?", line)]
+    return (tagged or errors or lines or ["no output"])[-1]
 
 
 def _progress(stage, board, tool, start):

@@ -83,13 +83,14 @@ def accept_tiles(m, advance, i, rows):
     """Drive i.ready: a beat with `last` (the first of a new output tile) waits until `rows`
     beats have passed since the previous `last`, so a tile's results have left the cells it
     reuses. Returns the accept strobe (i.valid & i.ready)."""
-    since_last = Signal(range(rows + 1), init=rows)  # beats since the last `last`, saturating
-    m.d.comb += i.ready.eq(advance & (~i.payload.last | (since_last == rows)))
+    # Cycles since the last `last` minus one, saturating at rows - 1: every value reachable.
+    since_last = Signal(range(rows), init=rows - 1)
+    m.d.comb += i.ready.eq(advance & (~i.payload.last | (since_last == rows - 1)))
     take = i.valid & i.ready
     with m.If(advance):
         with m.If(take & i.payload.last):
-            m.d.sync += since_last.eq(1)
-        with m.Elif(since_last != rows):
+            m.d.sync += since_last.eq(0)
+        with m.Elif(since_last != rows - 1):
             m.d.sync += since_last.eq(since_last + 1)
     return take
 

@@ -86,8 +86,9 @@ def table(rows):
         formats = f"{r['a']} x {r['w']}"
         packing = f"x{r['factor']}"
         if not r["fits"]:
+            reason = r["error"].split(":", 1)[-1].split(";")[0].strip().replace("|", "\\|")
             lines.append(f"| {r['board']} | {shape} | {formats} | {packing} | does not fit: "
-                         f"{r['error'].split(':', 1)[-1].split(';')[0].strip()} |||||||||")
+                         f"{reason} |||||||||")
             continue
         lines.append(
             f"| {r['board']} | {shape} | {formats} | {packing} | {r['cells']} | {r['luts']} | "

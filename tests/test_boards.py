@@ -12,6 +12,7 @@ from amaranth.back import rtlil
 from amaranth.lib.wiring import In, Out
 
 from forma.boards import get_board, list_boards, synthesize
+from forma.boards.build import _last_error
 from forma.boards.harness import Harness, block_ports
 from forma.errors import BuildError, SpecError, ToolMissingError
 
@@ -154,3 +155,12 @@ def test_target_clock_is_the_constraint_and_decides_timing_met(tmp_path):
     pnr = json.loads((tmp_path / "fast" / "top.report.json").read_text())
     assert [round(c["constraint"]) for c in pnr["fmax"].values()] == [400]
     assert report["target_mhz"] == 400 and report["timing_met"] is False
+
+
+def test_a_failed_stage_names_the_tools_error_not_its_tally(tmp_path):
+    log = tmp_path / "top.tim"
+    log.write_text("Info: placing\nERROR: Failed to expand region (0, 0) of 6168 ICESTORM_LCs\n"
+                   "0 warnings, 1 error\n")
+    assert _last_error([log]) == "ERROR: Failed to expand region (0, 0) of 6168 ICESTORM_LCs"
+    log.write_text("Info: placing\nnextpnr: 2 errors in timing\n1 warning, 2 errors\n")
+    assert _last_error([log]) == "nextpnr: 2 errors in timing"
