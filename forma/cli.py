@@ -255,8 +255,8 @@ def parser():
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
     p.add_argument("--build", help="build folder (default: build/verify/...)")
     p.set_defaults(run=cmd_verify)
-    p = sub.add_parser("mutate", help="mutation-test a PE's or an array's regression with Yosys "
-                                      "`mutate`")
+    p = sub.add_parser("mutate", help="mutation-test a PE's, an array's or an integer MAC's "
+                                      "regression with Yosys `mutate`")
     p.add_argument("op", help="mul, add, fma, convert, mac, dot (a PE by its formats), or a "
                               "design kind, array or mac, with its key=value words (then the "
                               "design's own cocotb regression runs)")
