@@ -14,7 +14,7 @@ from ..errors import SpecError
 from ..generators import elaborate, spec_of
 from .mutate import (PROOF_SECONDS, MutationError, MutationReport, check_request, judge,
                      mutant_netlist, wrapper_verilog)
-from .runner import cocotb_env, run_cocotb
+from .runner import cocotb_env, mutation_env, run_cocotb
 
 # Per design kind: its testbench and the size of one regression pass (output elements of an
 # array, as tests/test_array.py runs it; streamed inputs of a MAC, as tests/test_mac.py).
@@ -63,8 +63,7 @@ def mutate_design(words, build_dir, mutants=50, seed=1, count=None, log=sys.stde
     results.unlink(missing_ok=True)
     top = wrapper_verilog(ports, width) + (work / "mutants.v").read_text()
     run = run_cocotb(top, testbench, build / "sim",
-                     {**cocotb_env(spec, seed, count), "FORMA_MUTANTS": len(mutations),
-                      "FORMA_MUTATION_RESULTS": results})
+                     {**cocotb_env(spec, seed, count), **mutation_env(len(mutations), results)})
     if not results.exists():
         raise MutationError(f"the {spec.kind} testbench did not start; see {run['log']}")
     runs = json.loads(results.read_text())

@@ -76,3 +76,16 @@ def cocotb_config():
     """(spec text, seed, vector count) inside a running testbench."""
     return (os.environ["FORMA_SPEC"], int(os.environ["FORMA_SEED"]),
             int(os.environ["FORMA_VECTORS"]))
+
+
+def mutation_env(mutants: int, results) -> dict:
+    """The variables that make a design's testbench run its regression once per mutant of a
+    mutant netlist and write the outcomes to `results` (see `mutation_config`)."""
+    return {"FORMA_MUTANTS": mutants, "FORMA_MUTATION_RESULTS": str(results)}
+
+
+def mutation_config():
+    """(mutant count, results path) inside a testbench run by `mutation_env`, else None."""
+    if not os.environ.get("FORMA_MUTANTS"):
+        return None
+    return int(os.environ["FORMA_MUTANTS"]), os.environ["FORMA_MUTATION_RESULTS"]

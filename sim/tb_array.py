@@ -13,7 +13,7 @@ from amaranth import Shape
 
 from ..generators import parameters_of
 from . import matmul
-from .runner import cocotb_config
+from .runner import cocotb_config, mutation_config
 from .tb_util import drive_matmul, mutation_runs, reset
 
 
@@ -255,15 +255,16 @@ def mutant_regression(dut, array, spec, seed, count):
 @cocotb.test()
 async def array_matches_reference(dut):
     """Random matmuls through the array equal the tiled reference, at full rate and under stalls
-    (with FORMA_MUTANTS set: once per mutant of a mutant netlist, see forma.sim.mutate_design)."""
+    (under `runner.mutation_env`: once per mutant of a mutant netlist, see
+    forma.sim.mutate_design)."""
     spec, seed, count = cocotb_config()
     array = parameters_of(spec)
     dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.factor}")
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    if os.environ.get("FORMA_MUTANTS"):
+    mutants = mutation_config()
+    if mutants:
         run = mutant_regression(dut, array, spec, seed, count)
-        await mutation_runs(dut, streams_of(array), run, int(os.environ["FORMA_MUTANTS"]),
-                            os.environ["FORMA_MUTATION_RESULTS"])
+        await mutation_runs(dut, streams_of(array), run, *mutants)
         return
     await reset(dut, streams_of(array))
     stats = await regression(dut, array, spec, seed, count)

@@ -3,8 +3,6 @@
 Seeded random streams with random valid gaps and output back-pressure, clears mid-stream, and
 runs of extreme operands (max*max, min*min, max*min) that stress the accumulator's range.
 """
-import os
-
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
@@ -12,7 +10,7 @@ from cocotb.triggers import FallingEdge, ReadOnly
 
 from ..generators import parameters_of
 from .mac import mac_reference
-from .runner import cocotb_config
+from .runner import cocotb_config, mutation_config
 from .tb_util import mutation_runs, reset
 
 
@@ -85,15 +83,15 @@ async def regression(dut, mac, seed, count):
 
 @cocotb.test()
 async def mac_matches_reference(dut):
-    """The regression (with FORMA_MUTANTS set: once per mutant of a mutant netlist, see
+    """The regression (under `runner.mutation_env`: once per mutant of a mutant netlist, see
     forma.sim.mutate_design)."""
     spec, seed, count = cocotb_config()
     mac = parameters_of(spec)
     dut._log.info(f"{spec}: {count} vectors, seed {seed}")
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    if os.environ.get("FORMA_MUTANTS"):
-        await mutation_runs(dut, ("i",), lambda: regression(dut, mac, seed, count),
-                            int(os.environ["FORMA_MUTANTS"]), os.environ["FORMA_MUTATION_RESULTS"])
+    mutants = mutation_config()
+    if mutants:
+        await mutation_runs(dut, ("i",), lambda: regression(dut, mac, seed, count), *mutants)
         return
     await reset(dut)
     cycles, stalls = await regression(dut, mac, seed, count)
