@@ -353,11 +353,12 @@ class SystolicArray(wiring.Component):
             a = lanes.edge_a(m, delay(m, advance, a_in[r], r, f"a_in_{r}", data=True),
                              f"decode_a_{r}")
             valid = delay(m, advance, take, r, f"valid_in_{r}", data=False)
-            last = delay(m, advance, take & i.payload.last, r, f"last_in_{r}", data=False)
+            last = delay(m, advance, i.payload.last, r, f"last_in_{r}", data=True)
             for g in range(groups):
                 a_reg = data_register(a.shape(), f"a_{r}_{g}")
                 w_reg = data_register(lanes.weight_shape, f"w_{r}_{g}")
-                valid_reg, last_reg = Signal(name=f"valid_{r}_{g}"), Signal(name=f"last_{r}_{g}")
+                valid_reg = Signal(name=f"valid_{r}_{g}")
+                last_reg = data_register(1, f"last_{r}_{g}")  # read only with its valid
                 parts = lanes.products(m, advance, a_reg, w_reg, f"product_{r}_{g}", platform)
                 restart = Signal(init=1, name=f"restart_{r}_{g}")
                 with m.If(advance):
@@ -366,14 +367,15 @@ class SystolicArray(wiring.Component):
                 product_valid = delay(m, advance, valid_reg, lanes.latency,
                                       f"product_valid_{r}_{g}", data=False)
                 product_last = delay(m, advance, last_reg, lanes.latency,
-                                     f"product_last_{r}_{g}", data=False)
+                                     f"product_last_{r}_{g}", data=True)
                 for c, part in zip(self._group(g), parts):
                     acc = data_register(word_shape, f"acc_{r}_{c}")
                     done[r][c] = data_register(word_shape, f"done_{r}_{c}")
                     total = lanes.add(Mux(restart, 0, acc), part)
                     with m.If(advance & product_valid):
                         m.d.sync += acc.eq(total)
-                        with m.If(product_last):
+                        # The bottom row's result is drained on the next advance: no hold.
+                        with m.If(product_last | (r == rows - 1)):
                             m.d.sync += done[r][c].eq(total)
                 with m.If(advance & product_valid):
                     m.d.sync += restart.eq(product_last)
@@ -398,6 +400,9 @@ class SystolicArray(wiring.Component):
                         m.d.sync += drain_valid[r].eq(drain_valid[r + 1])
                         m.d.sync += [d.eq(s) for d, s in zip(drain[r], drain[r + 1])]
                     m.d.sync += drain_valid[rows - 1].eq(0)
+                    # The bottom drain row is free once shifted up: no hold.
+                    m.d.sync += [d.eq(done[rows - 1][c])
+                                 for d, c in zip(drain[rows - 1], self._group(g))]
             outputs = self._deskew(m, advance, drain[0], g, "y")
             for c, value in zip(self._group(g), outputs):
                 y[c] = value

@@ -1,8 +1,9 @@
 """Verification cases: an op on formats → the PE under test, its stimulus and the reference result.
 
 Exhaustive where the input space is small, otherwise seeded random plus every corner class;
-mismatches are described in the formats' own notation. `dot` (MX blocks) and `mac` (streams of
-dot products) are cases of their own (sim/cases_mx.py, sim/cases_mac.py) with this interface.
+mismatches are described in the formats' own notation. `dot` (MX blocks), `mac` (streams of
+dot products) and `simd` (the run-time switchable multiplier) are cases of their own
+(sim/cases_mx.py, sim/cases_mac.py, sim/cases_simd.py) with this interface.
 """
 import importlib
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from ..errors import SpecError
 from .formats import dot, convert, parse_format
 
 EXHAUSTIVE_LIMIT = 1 << 24  # vectors; ≤ 8-bit binary ops have 2**16
-ARITY = {"mul": 2, "add": 2, "fma": 3, "convert": 1, "mac": 2, "dot": 1}
+ARITY = {"mul": 2, "add": 2, "fma": 3, "convert": 1, "mac": 2, "dot": 1, "simd": 16}
 SYMBOL = {"mul": "×", "add": "+"}
 
 # (op, operand family) → "module:Class" of the PE; float PEs also take int/fixed operands.
@@ -73,12 +74,15 @@ class Case:
     def parse(cls, op, names, out=None, stages=1, saturate=False):
         if op not in ARITY:
             raise SpecError(f"unknown op '{op}'; ops: {', '.join(ARITY)}")
-        if op in ("dot", "mac"):
+        if op in ("dot", "mac", "simd"):
             if saturate:
                 raise SpecError(f"--saturate applies to convert only, not {op}")
             if op == "dot":
                 from .cases_mx import DotCase
                 return DotCase.parse(names, out, stages)
+            if op == "simd":
+                from .cases_simd import SimdCase
+                return SimdCase.parse(names, out, stages)
             from .cases_mac import MacCase
             return MacCase.parse(names, out, stages)
         formats = tuple(parse_format(n) for n in names)

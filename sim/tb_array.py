@@ -211,11 +211,10 @@ async def regression(dut, array, spec, seed, count):
                   f"beats in {stats['accept_window']} cycles = {macs_per_cycle:.2f} MACs/cycle "
                   f"of {rows * cols}; end to end {useful:.2f} useful MACs/cycle")
 
-    # Phase 2: ragged random shapes and corner values under random gaps and back-pressure.
-    checked = 0
+    # Phase 2: ragged random shapes and corner values under random gaps and back-pressure, the
+    # first with one-beat tiles (os: back to back, as close as i.ready lets them come).
+    checked, shape = 0, (3 * rows + 1, 1, 2 * cols + 1)
     while checked < count // 2:
-        shape = (int(rng.integers(1, 3 * rows + 2)), int(rng.integers(1, 3 * rows + 2)),
-                 int(rng.integers(1, 2 * cols + 2)))
         corners = rng.random() < 0.3
         a = random_matrix(rng, array.a_format, shape[:2], corners, allow_nan)
         b = random_matrix(rng, array.w_format, shape[1:], corners, allow_nan)
@@ -223,6 +222,8 @@ async def regression(dut, array, spec, seed, count):
         await run_stream(dut, stream, rng, False)
         check_product(stream, a, b)
         checked += shape[0] * shape[2]
+        shape = (int(rng.integers(1, 3 * rows + 2)), int(rng.integers(1, 3 * rows + 2)),
+                 int(rng.integers(1, 2 * cols + 2)))
     dut._log.info(f"stalled phase: {checked} outputs checked, 0 mismatches")
     return {"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
             "ideal": rows * cols, "useful_macs_per_cycle": useful,
@@ -236,19 +237,12 @@ def streams_of(array):
 
 def mutant_regression(dut, array, spec, seed, count):
     """The regression as one mutant run (see tb_util.mutation_runs): it also fails on full-rate
-    throughput below THROUGHPUT_SHARE or a full-rate phase whose cycle counts differ from the
-    original's (the same stimulus: any difference is a visible handshake change)."""
-    original = {}
-
+    throughput below THROUGHPUT_SHARE."""
     async def run():
         stats = await regression(dut, array, spec, seed, count)
         if stats["macs_per_cycle"] < THROUGHPUT_SHARE * stats["ideal"]:
             raise AssertionError(f"full rate {stats['macs_per_cycle']:.2f} MACs/cycle, "
                                  f"below {THROUGHPUT_SHARE} of {stats['ideal']}")
-        original.setdefault("full_rate", stats["full_rate"])
-        if stats["full_rate"] != original["full_rate"]:
-            raise AssertionError(f"full-rate phase {stats['full_rate']}, the original's "
-                                 f"{original['full_rate']}")
     return run
 
 

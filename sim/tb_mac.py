@@ -11,7 +11,7 @@ from cocotb.triggers import FallingEdge, ReadOnly
 from ..generators import parameters_of
 from .mac import mac_reference
 from .runner import cocotb_config, mutation_config
-from .tb_util import mutation_runs, reset
+from .tb_util import junk, mutation_runs, reset
 
 
 def stimulus(mac, rng, count):
@@ -56,8 +56,8 @@ async def regression(dut, mac, seed, count):
         valid = sent < count and (full_rate or rng.random() < 0.8)
         ready = full_rate or rng.random() < 0.7
         dut.i__valid.value = int(valid)
-        if valid:
-            dut.i__payload.value = pack_input(mac, a[sent], w[sent], clear[sent])
+        dut.i__payload.value = (pack_input(mac, a[sent], w[sent], clear[sent]) if valid
+                                else junk(rng, dut.i__payload))
         dut.o__ready.value = int(ready)
         await ReadOnly()
         if valid and dut.i__ready.value:

@@ -11,6 +11,7 @@ from forma.generators import elaborate, to_verilog
 from forma.sim.cases import Case
 from forma.sim.mutate import MutationError, miter_verilog, module_ports, mutate
 from forma.sim.mutate_design import mutate_design
+from forma.sim.tb_util import first_difference
 
 
 def forma(*args):
@@ -76,15 +77,31 @@ def test_bad_requests_are_one_sentence(tmp_path, words, message):
 
 
 @pytest.mark.sim
-def test_array_mutants_are_killed_by_the_array_regression(tmp_path, seed):
-    """A small seeded sample; the full runs (test_design_mutation_score) hold the 99% target."""
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_array_mutants_are_killed_by_the_array_regression(tmp_path, seed, dataflow):
+    """A small seeded sample of each dataflow; the full runs are test_design_mutation_score."""
     print(f"mutant sample and stimulus seed {seed}")
-    report = mutate_design("array rows=2 cols=2 a=int4 w=int4", tmp_path, mutants=8, seed=seed,
-                           count=200)
+    report = mutate_design(f"array rows=2 cols=2 a=int4 w=int4 dataflow={dataflow}", tmp_path,
+                           mutants=8, seed=seed, count=200)
     print("\n".join(report_lines(report)))
-    distinguishable = len(report.outcomes) - report.count("equivalent")
-    assert len(report.outcomes) == 8 and report.count("killed") >= 0.75 * distinguishable, \
-        report.summary
+    assert len(report.outcomes) == 8 and not report.holes, report.summary
+
+
+@pytest.mark.sim
+def test_simd_pe_mutants_are_killed_or_proven_equivalent(tmp_path, seed):
+    """The SIMD PE with two 4-bit modes: every lane exhaustive, modes interleaved per beat."""
+    print(f"mutant sample seed {seed}")
+    report = mutate(Case.parse("simd", ["int4", "float4_e2m1fn"]), tmp_path, mutants=6, seed=seed)
+    print("\n".join(report_lines(report)))
+    assert report.mode == "exhaustive" and report.vectors == 512
+    assert len(report.outcomes) == 6 and not report.holes, report.summary
+
+
+def test_handshake_traces_compare_cycle_by_cycle():
+    same = [(1, 0, 1, 1), (0, 1, 1, 0)]
+    assert first_difference(list(same), same) is None
+    assert first_difference([(1, 0, 1, 1), (0, 1, 0, 0)], same) == 1
+    assert first_difference(same[:1], same) == 1
 
 
 @pytest.mark.sim
@@ -124,6 +141,8 @@ FAMILIES = [
     ("mul", ["float16"], {}, 50, 0.99),
     ("mul", ["bfloat16"], {}, 50, 0.99),
     ("mul", ["posit(16,1)"], {}, 50, 0.99),
+    ("simd", ["int4", "float4_e2m1fn", "posit(8,0)", "int8"], {}, 100, 1.0),
+    ("simd", ["default"], {"stages": 3}, 50, 0.99),
 ]
 
 
