@@ -226,7 +226,9 @@ def parser():
         epilog="ops: mul, add, fma (one rounding of a*b, a+b, a*b+c); convert SOURCE DESTINATION;\n"
                "  mac A [B]: the exact-accumulator MAC (float/int/fixed: Kulisch FloatMAC with\n"
                "  emit=every; posit: the quire MAC), every beat's rounded running sum checked;\n"
-               "  dot MX: the MX block dot-product PE (k elements and two E8M0 scales per beat).\n"
+               "  dot MX: the MX block dot-product PE (k elements and two E8M0 scales per beat);\n"
+               "  simd MODE... (or simd default): the SIMD multiplier with those lane formats,\n"
+               "  lanes of <= 8 bits exhaustive, 16-bit modes corners + --vectors random pairs.\n"
                "exhaustive: every input combination; for mac every (a, b) code pair appears once as\n"
                "  a product, in seeded order with `last` at seeded places (streams of 1..64 beats,\n"
                "  plus runs of max/min products as long as the accumulator bound); for dot the\n"
@@ -234,7 +236,7 @@ def parser():
                "  keeping sums mid-range, then every scale corner (0, 1, 2, 126..128, 253, 254,\n"
                "  255 = NaN) and scales putting sums on the output's overflow/normal/subnormal\n"
                "  edges. It is the default when there are at most 2**16 operand pairs.")
-    p.add_argument("op", help="mul, add, fma, convert, mac or dot")
+    p.add_argument("op", help="mul, add, fma, convert, mac, dot or simd")
     p.add_argument("formats", nargs="+", help="operand format(s), e.g. posit(8,0) or "
                    "float8_e4m3fn float8_e5m2; convert takes SOURCE DESTINATION; dot one MX "
                    "format (mxfp8_e4m3, mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8)")
@@ -257,7 +259,7 @@ def parser():
     p.set_defaults(run=cmd_verify)
     p = sub.add_parser("mutate", help="mutation-test a PE's, an array's or an integer MAC's "
                                       "regression with Yosys `mutate`")
-    p.add_argument("op", help="mul, add, fma, convert, mac, dot (a PE by its formats), or a "
+    p.add_argument("op", help="mul, add, fma, convert, mac, dot, simd (a PE by its formats), or a "
                               "design kind, array or mac, with its key=value words (then the "
                               "design's own cocotb regression runs)")
     p.add_argument("formats", nargs="+", help="operand format(s) as for `forma verify`")

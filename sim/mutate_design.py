@@ -46,7 +46,8 @@ def mutate_design(words, build_dir, mutants=50, seed=1, count=None, log=sys.stde
     spec = spec_of(words)
     if spec.kind not in TESTBENCHES:
         raise SpecError(f"{spec.kind}: design mutation runs take {' or '.join(TESTBENCHES)} "
-                        f"designs; PEs go by their verify op (forma mutate mul float8_e4m3fn)")
+                        f"designs; PEs go by their verify op (forma mutate mul float8_e4m3fn, "
+                        f"forma mutate simd default)")
     testbench, default, unit = TESTBENCHES[spec.kind]
     count = default if count is None else count
     build = Path(build_dir).resolve()

@@ -38,28 +38,53 @@ def _width(shape):
     return Shape.cast(shape).width
 
 
-def random_matrix(rng, fmt, shape, corners, allow_nan=True):
-    """Raw integers (integer formats) or codes of `fmt`: uniform, or (corners) drawn from the
-    corner classes: {min, max, 0, 1, -1} for integers; +-0, +-1, +-max, +-min, inf, NaN/NaR."""
+def corner_pool(fmt, allow_nan=True):
+    """The corner classes of `fmt` as raw integers (integer formats) or codes: {min, max, 0, 1,
+    -1} for integers; +-0, +-1, +-max, +-min, inf, NaN/NaR (NaN only if `allow_nan`)."""
     if fmt.family == "int":
-        if not corners:
-            return rng.integers(fmt.raw_min, fmt.raw_max, shape, endpoint=True).astype(object)
-        pool = sorted({fmt.raw_min, fmt.raw_max, 0, min(1, fmt.raw_max), max(-1, fmt.raw_min)})
-        return rng.choice(np.array(pool, dtype=object), shape)
+        return sorted({fmt.raw_min, fmt.raw_max, 0, min(1, fmt.raw_max), max(-1, fmt.raw_min)})
     codes = np.arange(1 << fmt.bits)
     values = fmt.decode(codes)
-    usable = ~np.isnan(values) | allow_nan
-    if corners:
-        finite = np.isfinite(values) & (values != 0)
-        magnitude = np.where(finite, np.abs(values), np.nan)
-        pool = {int(c) for c in codes[values == 0]} | {int(c) for c in codes[np.isinf(values)]}
-        pool |= {int(c) for c in codes[np.abs(values) == 1]}
-        pool |= {int(c) for c in codes[magnitude == np.nanmax(magnitude)]}
-        pool |= {int(c) for c in codes[magnitude == np.nanmin(magnitude)]}
+    finite = np.isfinite(values) & (values != 0)
+    magnitude = np.where(finite, np.abs(values), np.nan)
+    pool = {int(c) for c in codes[values == 0]} | {int(c) for c in codes[np.isinf(values)]}
+    pool |= {int(c) for c in codes[np.abs(values) == 1]}
+    pool |= {int(c) for c in codes[magnitude == np.nanmax(magnitude)]}
+    pool |= {int(c) for c in codes[magnitude == np.nanmin(magnitude)]}
+    if allow_nan:
         pool |= {int(c) for c in codes[np.isnan(values)][:1]}
-        codes = np.array(sorted(pool))
-        usable = usable[codes]
+    return sorted(pool)
+
+
+def random_matrix(rng, fmt, shape, corners, allow_nan=True):
+    """Raw integers (integer formats) or codes of `fmt`: uniform, or (corners) drawn from
+    `corner_pool`."""
+    if corners:
+        return rng.choice(np.array(corner_pool(fmt, allow_nan), dtype=object), shape)
+    if fmt.family == "int":
+        return rng.integers(fmt.raw_min, fmt.raw_max, shape, endpoint=True).astype(object)
+    codes = np.arange(1 << fmt.bits)
+    usable = ~np.isnan(fmt.decode(codes)) | allow_nan
     return rng.choice(codes[usable], shape).astype(object)
+
+
+def extreme_pairs(array):
+    """(a, w) corner codes whose product is the largest, then the most negative, finite one: a
+    reduction of `length` such products reaches the accumulator's top bits."""
+    def values(fmt):
+        codes = corner_pool(fmt, allow_nan=False)
+        if fmt.family == "int":
+            return codes, np.array(codes, dtype=np.float64)
+        return codes, fmt.decode(np.array(codes))
+    (a_codes, a_values), (w_codes, w_values) = values(array.a_format), values(array.w_format)
+    products = np.outer(a_values, w_values)
+    products[~np.isfinite(products)] = 0
+    pairs = []
+    for index in (np.argmax(products), np.argmin(products)):
+        i, j = np.unravel_index(index, products.shape)
+        if products[i, j] != 0:
+            pairs.append((a_codes[i], w_codes[j]))
+    return pairs
 
 
 class Stream:
@@ -225,6 +250,15 @@ async def regression(dut, array, spec, seed, count):
         shape = (int(rng.integers(1, 3 * rows + 2)), int(rng.integers(1, 3 * rows + 2)),
                  int(rng.integers(1, 2 * cols + 2)))
     dut._log.info(f"stalled phase: {checked} outputs checked, 0 mismatches")
+
+    # Phase 3: reductions as long as `length` of the largest products of each sign.
+    for a_code, w_code in extreme_pairs(array):
+        a = np.full((rows, array.length), a_code, dtype=object)
+        b = np.full((array.length, cols), w_code, dtype=object)
+        stream = Stream(array, a, b)
+        await run_stream(dut, stream, rng, False)
+        check_product(stream, a, b)
+    dut._log.info(f"long phase: reductions of {array.length} extreme products, 0 mismatches")
     return {"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
             "ideal": rows * cols, "useful_macs_per_cycle": useful,
             "full_rate": stats, "stalled_outputs": checked}
