@@ -68,6 +68,19 @@ def random_matrix(rng, fmt, shape, corners, allow_nan=True):
     return rng.choice(codes[usable], shape).astype(object)
 
 
+def same_sign(fmt, code):
+    """The finite nonzero raw integers or codes of `fmt` with the sign of `code`."""
+    if fmt.family == "int":
+        codes = np.arange(fmt.raw_min, fmt.raw_max + 1)
+        values = codes.astype(np.float64)
+        sign = np.sign(code)
+    else:
+        codes = np.arange(1 << fmt.bits)
+        values = fmt.decode(codes)
+        sign = np.sign(fmt.decode(np.array([code]))[0])
+    return codes[np.isfinite(values) & (np.sign(values) == sign)].astype(object)
+
+
 def extreme_pairs(array):
     """(a, w) corner codes whose product is the largest, then the most negative, finite one: a
     reduction of `length` such products reaches the accumulator's top bits."""
@@ -251,14 +264,22 @@ async def regression(dut, array, spec, seed, count):
                  int(rng.integers(1, 2 * cols + 2)))
     dut._log.info(f"stalled phase: {checked} outputs checked, 0 mismatches")
 
-    # Phase 3: reductions as long as `length` of the largest products of each sign.
+    # Phase 3: products of one sign over reductions of 1, 2, 4, ... `length` terms, so the sums'
+    # leading one reaches every accumulator bit (rounding: every exponent), then `length` terms
+    # of the largest product of that sign.
+    lengths = sorted({min(1 << j, array.length) for j in range(array.length.bit_length() + 1)})
     for a_code, w_code in extreme_pairs(array):
-        a = np.full((rows, array.length), a_code, dtype=object)
-        b = np.full((array.length, cols), w_code, dtype=object)
-        stream = Stream(array, a, b)
-        await run_stream(dut, stream, rng, False)
-        check_product(stream, a, b)
-    dut._log.info(f"long phase: reductions of {array.length} extreme products, 0 mismatches")
+        a_pool, w_pool = same_sign(array.a_format, a_code), same_sign(array.w_format, w_code)
+        matmuls = [(rng.choice(a_pool, (rows, k)), rng.choice(w_pool, (k, cols)))
+                   for k in lengths]
+        matmuls.append((np.full((rows, array.length), a_code, object),
+                        np.full((array.length, cols), w_code, object)))
+        for a, b in matmuls:
+            stream = Stream(array, a, b)
+            await run_stream(dut, stream, rng, False)
+            check_product(stream, a, b)
+    dut._log.info(f"long phase: one-sign reductions of up to {array.length} terms, "
+                  f"0 mismatches")
     return {"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
             "ideal": rows * cols, "useful_macs_per_cycle": useful,
             "full_rate": stats, "stalled_outputs": checked}
