@@ -1,7 +1,9 @@
 """cocotb testbench: a systolic array's Verilog computes random matrix products bit-exactly.
 
 Phase 1 streams a tiled matmul at full rate and measures MACs/cycle; phase 2 runs random shapes
-(ragged tiles, corner values) with random valid gaps, weight-load gaps and output back-pressure.
+(ragged tiles, corner values) with random valid gaps, weight-load gaps and output back-pressure;
+phase 3 runs one-sign reductions up to the array's `length`, so every accumulator bit is reached.
+Payloads carry random bits while their valid is low.
 """
 import json
 import os
