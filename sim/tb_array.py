@@ -70,29 +70,29 @@ def random_matrix(rng, fmt, shape, corners, allow_nan=True):
     return rng.choice(codes[usable], shape).astype(object)
 
 
+def values_of(fmt, codes):
+    """The values of raw integers (integer formats) or codes of `fmt`, as floats."""
+    if fmt.family == "int":
+        return np.asarray(codes, dtype=np.float64)
+    return fmt.decode(np.asarray(codes))
+
+
 def same_sign(fmt, code):
     """The finite nonzero raw integers or codes of `fmt` with the sign of `code`."""
     if fmt.family == "int":
         codes = np.arange(fmt.raw_min, fmt.raw_max + 1)
-        values = codes.astype(np.float64)
-        sign = np.sign(code)
     else:
         codes = np.arange(1 << fmt.bits)
-        values = fmt.decode(codes)
-        sign = np.sign(fmt.decode(np.array([code]))[0])
+    values, sign = values_of(fmt, codes), np.sign(values_of(fmt, [code])[0])
     return codes[np.isfinite(values) & (np.sign(values) == sign)].astype(object)
 
 
 def extreme_pairs(array):
     """(a, w) corner codes whose product is the largest, then the most negative, finite one: a
     reduction of `length` such products reaches the accumulator's top bits."""
-    def values(fmt):
-        codes = corner_pool(fmt, allow_nan=False)
-        if fmt.family == "int":
-            return codes, np.array(codes, dtype=np.float64)
-        return codes, fmt.decode(np.array(codes))
-    (a_codes, a_values), (w_codes, w_values) = values(array.a_format), values(array.w_format)
-    products = np.outer(a_values, w_values)
+    a_codes = corner_pool(array.a_format, allow_nan=False)
+    w_codes = corner_pool(array.w_format, allow_nan=False)
+    products = np.outer(values_of(array.a_format, a_codes), values_of(array.w_format, w_codes))
     products[~np.isfinite(products)] = 0
     pairs = []
     for index in (np.argmax(products), np.argmin(products)):
