@@ -109,7 +109,8 @@ def cmd_verify(args):
 
 def cmd_mutate(args):
     proof = {} if args.proof_seconds is None else {"proof_seconds": args.proof_seconds}
-    if args.op == "array" or any("=" in word for word in args.formats):
+    # A design spec: an array, or an integer MAC by its key=value words (`mac FMT` is the PE).
+    if args.op == "array" or (args.op == "mac" and any("=" in w for w in args.formats)):
         from .sim.mutate_design import mutate_design, regression_size
         from .generators import spec_of
         spec = spec_of([args.op, *args.formats])

@@ -17,7 +17,7 @@ from amaranth.lib import data
 from ..errors import SpecError
 from ..sim.formats import parse_format
 from ..sim.formats.minifloat import FloatFormat
-from .float_pe import decoder_for, encoder_for, unit_ports
+from .float_pe import decoder_for, encoder_for, fold_overflow, unit_ports
 from .float_units import leading_zeros, signed_bits
 from .hard_multiplier import LATENCY, registered_product
 from .pipeline import data_register, delay
@@ -151,8 +151,9 @@ class ExactArithmetic:
 
     def round(self, m, advance, word, name):
         """The out_format code of a column word, one rounding, `round_latency` registered cycles
-        later: magnitude and class; normalized to the out format's precision plus two bits
-        with the rest folded into a sticky bit (no rounding yet); then the encoder."""
+        later: magnitude (the bits past the out format's range folded, `fold_overflow`) and
+        class; normalized to the out format's precision plus two bits with the rest folded into
+        a sticky bit (no rounding yet); then the encoder."""
         n, lsb, fmt = self.acc_bits, self.lsb, self.out_format
         acc = word[:n].as_signed()
         nan_flag, pos_inf, neg_inf, plus = (word[n + i] for i in range(len(FLAGS)))
@@ -161,22 +162,25 @@ class ExactArithmetic:
         is_zero = ~acc.any()
         classes = Cat(is_nan, is_inf, is_zero & ~is_nan & ~is_inf,
                       Mux(is_inf, neg_inf, Mux(is_zero, ~plus, acc[-1])))
-        magnitude = data_register(n, f"{name}_magnitude")
+        folded = fold_overflow(fmt, Mux(acc[-1], -acc, acc)[:n], lsb)
+        width = len(folded)
+        magnitude = data_register(width, f"{name}_magnitude")
         classes = delay(m, advance, classes, 1, f"{name}_classes", data=True)
         with m.If(advance):
-            m.d.sync += magnitude.eq(Mux(acc[-1], -acc, acc)[:n])
+            m.d.sync += magnitude.eq(folded)
 
         precision = fmt.man_bits + 1 if isinstance(fmt, FloatFormat) else fmt.frac_bits + 1
-        keep = min(n, precision + 2)
-        exp_bits = signed_bits(lsb - keep, lsb + n - keep)
+        keep = min(width, precision + 2)
+        exp_bits = signed_bits(lsb - keep, lsb + width - keep)
         lz = leading_zeros(magnitude)
-        normalized = (magnitude << lz)[:n]
+        normalized = (magnitude << lz)[:width]
         top, sticky = data_register(keep, f"{name}_top"), data_register(1, f"{name}_sticky")
         exp = data_register(signed(exp_bits), f"{name}_exp")
         classes = delay(m, advance, classes, 1, f"{name}_classes_n", data=True)
         with m.If(advance):
-            m.d.sync += [top.eq(normalized[n - keep:]), sticky.eq(normalized[:n - keep].any()),
-                         exp.eq(lsb + n - keep - lz)]
+            m.d.sync += [top.eq(normalized[width - keep:]),
+                         sticky.eq(normalized[:width - keep].any()),
+                         exp.eq(lsb + width - keep - lz)]
 
         encoder = encoder_for(fmt, keep, exp_bits)
         m.submodules[name] = encoder

@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 from ..errors import SpecError
 from ..sim.formats.minifloat import FloatFormat
 from .float_pe import Pipeline, _format, decoder_for, encoder_cuts, encoder_for, flags_of, \
-    multiply_unpacked
+    fold_overflow, multiply_unpacked
 from .float_units import register, signed_bits
 
 MAX_ACC_BITS = 1024
@@ -124,14 +124,14 @@ class FloatMAC(wiring.Component):
                 ]
 
         # Round the accumulator once.
+        magnitude = fold_overflow(self.out_format, Mux(acc[-1], -acc, acc)[:width], lsb)
         inner = [cut for cut in encoder_cuts(self.out_format) if cut in cuts]
-        encoder = m.submodules.encode = encoder_for(self.out_format, width, signed_bits(lsb, lsb),
-                                                    cuts=inner)
+        encoder = m.submodules.encode = encoder_for(self.out_format, len(magnitude),
+                                                    signed_bits(lsb, lsb), cuts=inner)
         value = encoder.value
         is_nan = nan | (pos_inf & neg_inf)
         is_inf = (pos_inf | neg_inf) & ~is_nan
         is_zero = ~acc.any()
-        magnitude = Mux(acc[-1], -acc, acc)
         zero = is_zero & ~is_nan & ~is_inf
         sign = Mux(is_inf, neg_inf, Mux(is_zero, all_neg_zero, acc[-1]))
         emit = acc_valid & (acc_last | (self.emit == "every"))

@@ -66,6 +66,25 @@ def encoder_for(fmt, sig_bits, exp_bits, *, saturate=None, rounding=None, cuts=(
     raise SpecError(f"{fmt.name}: no hardware encoder for the {fmt.family} family")
 
 
+def fold_overflow(fmt, magnitude, lsb):
+    """`magnitude` (unsigned, LSB weight 2**lsb) cut to the bits `fmt`'s encoder tells apart.
+
+    A float or posit rounds every value of at least 2**top alike (overflow, or maxpos), where
+    2**top is the power of two above its largest finite value; so the bits from weight 2**top
+    up are ORed into that one bit. Other formats (a fixed point may wrap) keep every bit.
+    """
+    if isinstance(fmt, FloatFormat):
+        top = fmt.emax + 1
+    elif fmt.family == "posit":
+        top = fmt.max_scale + 1
+    else:
+        return magnitude
+    bits = max(top - lsb + 1, 1)
+    if bits >= len(magnitude):
+        return magnitude
+    return Cat(magnitude[:bits - 1], magnitude[bits - 1:].any())
+
+
 def unit_ports(unit):
     """(input, output) of a format unit: `code`/`value` here, `i`/`o` for the posit units."""
     if hasattr(unit, "code") and hasattr(unit, "value"):

@@ -6,10 +6,14 @@ import sys
 
 import numpy as np
 import pytest
+from amaranth import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from forma.generators import elaborate, to_verilog
 from forma.sim.cases import Case
-from forma.sim.mutate import MutationError, miter_verilog, module_ports, mutate
+from forma.sim.mutate import (MutationError, _prove_matched, miter_verilog, module_ports,
+                              mutant_netlist, mutate, prove_equivalent)
 from forma.sim.mutate_design import mutate_design
 from forma.sim.tb_util import first_difference
 
@@ -120,6 +124,35 @@ def test_miter_compares_payloads_only_while_valid():
     miter = miter_verilog(ports, 3, 5)
     assert "(a_o__valid && a_o__payload != b_o__payload)" in miter
     assert "a_wl__ready != b_wl__ready" in miter and ".mutsel(3'd5)" in miter
+
+
+class CountToFour(wiring.Component):
+    """Counts 0..4 while `en`; `o` = count is 5 or 7, which no reachable state is."""
+    en: In(1)
+    o: Out(1)
+
+    def elaborate(self, platform):
+        m = Module()
+        count = Signal(3)
+        with m.If(self.en):
+            m.d.sync += count.eq(Mux(count == 4, 0, count + 1))
+        m.d.comb += self.o.eq(count[2] & count[0])
+        return m
+
+
+def test_a_mutant_differing_only_in_unreachable_states_is_proven_equivalent(tmp_path):
+    """`o` tied to 0 is equivalent only because count never reaches 5 or 7; with `en` low an
+    unreachable state could persist for any number of cycles, so no induction over matched
+    registers proves it, while reachability does. `o` tied to 1 or inverted is refuted."""
+    mutations, width, ports = mutant_netlist(CountToFour(), tmp_path, 100, 1)
+    on_o = {m.mode: m for m in mutations if m.where.startswith(("const0 $and port Y",
+                                                                "const1 $and port Y",
+                                                                "inv $and port Y"))}
+    assert set(on_o) == {"const0", "const1", "inv"}, [m.where for m in mutations]
+    assert not _prove_matched(tmp_path, on_o["const0"], ports, width, 60)
+    assert prove_equivalent(tmp_path, on_o["const0"], ports, width, 60)
+    assert not prove_equivalent(tmp_path, on_o["const1"], ports, width, 60)
+    assert not prove_equivalent(tmp_path, on_o["inv"], ports, width, 60)
 
 
 # Per family: (op, formats, options, mutants, least share of non-equivalent mutants killed).
