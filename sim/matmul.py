@@ -132,23 +132,27 @@ class WsPass:
     """One weight tile's pass over the activations: outputs = psum + activations @ weights."""
     weights: np.ndarray      # rows x cols block of B (k tile, n tile)
     activations: np.ndarray  # M x rows block of A (every row, k tile)
-    source: int | None       # pass whose outputs are this pass's psum (None: zeros)
+    source: int | None       # pass whose outputs are this pass's psum (None: `initial`)
     k_tile: int
     n_tile: int
+    initial: np.ndarray      # M x cols block of C0, the first k tile's psum (zeros without C0)
 
 
-def ws_schedule(a, b, rows, cols, pads=(0, 0)):
-    """The passes that compute A @ B on a weight-stationary array, k tiles outermost.
+def ws_schedule(a, b, rows, cols, pads=(0, 0), c0=None):
+    """The passes that compute C0 + A @ B (C0: integers or column words, default zeros) on a
+    weight-stationary array, k tiles outermost.
 
     Pass k*NT + n adds the k-th slice of the reduction to the outputs of pass (k-1)*NT + n, so
-    a pass's psums were produced NT passes (NT * M vectors) earlier. pads: the (a, w) codes
-    that fill tiles past the matrix edge.
+    a pass's psums were produced NT passes (NT * M vectors) earlier; the first slice adds to
+    C0. pads: the (a, w) codes that fill tiles past the matrix edge.
     """
     (m, k), n = np.shape(a), np.shape(b)[1]
+    c0 = np.zeros((m, n), dtype=object) if c0 is None else c0
     k_tiles, n_tiles = -(-k // rows), -(-n // cols)
     return [WsPass(_tile(b, kt * rows, nt * cols, rows, cols, pads[1]),
                    _tile(a, 0, kt * rows, m, rows, pads[0]),
-                   None if kt == 0 else (kt - 1) * n_tiles + nt, kt, nt)
+                   None if kt == 0 else (kt - 1) * n_tiles + nt, kt, nt,
+                   _tile(c0, 0, nt * cols, m, cols))
             for kt in range(k_tiles) for nt in range(n_tiles)]
 
 
@@ -156,8 +160,8 @@ def ws_outputs(passes, sums):
     """Each pass's M x cols outputs as the array streams them (psum + this pass's products)."""
     sums, outputs = _sums(sums), []
     for step in passes:
-        out = sums.matmul(step.activations, step.weights)
-        outputs.append(out if step.source is None else sums.add(outputs[step.source], out))
+        psum = step.initial if step.source is None else outputs[step.source]
+        outputs.append(sums.add(psum, sums.matmul(step.activations, step.weights)))
     return outputs
 
 

@@ -1,7 +1,8 @@
 """cocotb testbench: a systolic array's Verilog computes random matrix products bit-exactly.
 
 Phase 1 streams a tiled matmul at full rate and measures MACs/cycle; phase 2 runs random shapes
-(ragged tiles, corner values) with random valid gaps, weight-load gaps and output back-pressure;
+(ragged tiles, corner values; ws: half of them C0 + A @ B with any psum words) with random valid
+gaps, weight-load gaps and output back-pressure;
 phase 3 runs one-sign reductions up to the array's `length`, so every accumulator bit is reached.
 Payloads carry random bits while their valid is low.
 """
@@ -70,6 +71,26 @@ def random_matrix(rng, fmt, shape, corners, allow_nan=True):
     return rng.choice(codes[usable], shape).astype(object)
 
 
+def random_psums(rng, array, shape, allow_nan=True):
+    """C0 for a ws matmul, anything the psum port takes: raw integers of the accumulator format
+    (uniform or its extremes), or column words (zero, small or full-range sums, each flag,
+    NaN and both infinities only if `allow_nan`)."""
+    sums = matmul.sums_for(array)
+    if array.family == "int":
+        fmt = array.acc_format
+        uniform = rng.integers(fmt.raw_min, fmt.raw_max, shape, endpoint=True).astype(object)
+        extremes = rng.choice(np.array([fmt.raw_min, fmt.raw_max, 0], dtype=object), shape)
+        return np.where(rng.random(shape) < 0.25, extremes, uniform)
+    top = 1 << (sums.acc_bits - 1)
+    small = rng.integers(-256, 257, shape).astype(object)
+    wide = rng.integers(-top, top, shape).astype(object)
+    value = np.where(rng.random(shape) < 0.5, small, np.where(rng.random(shape) < 0.5, wide, 0))
+    nan, pos_inf, neg_inf = (rng.random(shape) < 0.1 for _ in range(3))
+    if not allow_nan:
+        nan, neg_inf = np.zeros(shape, bool), neg_inf & ~pos_inf
+    return sums.words(value, [nan, pos_inf, neg_inf, rng.random(shape) < 0.5])
+
+
 def values_of(fmt, codes):
     """The values of raw integers (integer formats) or codes of `fmt`, as floats."""
     if fmt.family == "int":
@@ -105,13 +126,14 @@ def extreme_pairs(array):
 class Stream:
     """The beats of one matmul for the array's ports, and their expected outputs in order."""
 
-    def __init__(self, array, a, b):
+    def __init__(self, array, a, b, c0=None):
+        """C0 + A @ B; c0 (ws only): the first k tile's psums, integers or column words."""
         self.array, self.sums = array, matmul.sums_for(array)
         rows, cols, lanes = array.rows, array.cols, array.lanes
         self.a_bits, self.w_bits = _width(lanes.a_shape), _width(lanes.w_shape)
         self.word_bits, self.word_signed = _width(lanes.word_shape), array.family == "int"
         if array.dataflow == "ws":
-            self.passes = matmul.ws_schedule(a, b, rows, cols, self.sums.pads)
+            self.passes = matmul.ws_schedule(a, b, rows, cols, self.sums.pads, c0)
             self.expected = matmul.ws_outputs(self.passes, self.sums)
             self.loads = [_bits(row, self.w_bits) for p in self.passes for row in p.weights]
             self.beats = [(p, m) for p in range(len(self.passes))
@@ -139,7 +161,7 @@ class Stream:
         if array.dataflow == "ws":
             step = self.passes[unit]
             if step.source is None:
-                psum = [0] * array.cols
+                psum = step.initial[k]
             elif len(self.results[step.source]) > k:
                 psum = self.results[step.source][k]
             else:
@@ -205,12 +227,16 @@ async def run_stream(dut, stream, rng, full_rate):
     return {key: stats[key] for key in ("beats", "cycles", "accept_window")}
 
 
-def check_product(stream, a, b):
+def check_product(stream, a, b, c0=None):
     """The hardware's assembled C equals the direct (untiled) reference: `formats.dot` rounded
-    once per element for rounding arrays, else the untiled integers or column words."""
+    once per element for rounding arrays, else the untiled integers or column words; with C0,
+    the untiled C0 + A @ B (rounded once when the array rounds)."""
     shape = (np.shape(a)[0], np.shape(b)[1])
     got = stream.product(shape)
-    if stream.rounded:
+    if c0 is not None:
+        want = stream.sums.add(c0, matmul.matmul_reference(a, b, stream.sums))
+        want = stream.sums.round(want) if stream.rounded else want
+    elif stream.rounded:
         want = matmul.exact_reference(a, b, stream.sums)
     else:
         want = matmul.matmul_reference(a, b, stream.sums)
@@ -258,9 +284,11 @@ async def regression(dut, array, spec, seed, count):
         corners = rng.random() < 0.3
         a = random_matrix(rng, array.a_format, shape[:2], corners, allow_nan)
         b = random_matrix(rng, array.w_format, shape[1:], corners, allow_nan)
-        stream = Stream(array, a, b)
+        c0 = (random_psums(rng, array, (shape[0], shape[2]), allow_nan)
+              if array.dataflow == "ws" and rng.random() < 0.5 else None)
+        stream = Stream(array, a, b, c0)
         await run_stream(dut, stream, rng, False)
-        check_product(stream, a, b)
+        check_product(stream, a, b, c0)
         checked += shape[0] * shape[2]
         shape = (int(rng.integers(1, 3 * rows + 2)), int(rng.integers(1, 3 * rows + 2)),
                  int(rng.integers(1, 2 * cols + 2)))
