@@ -71,7 +71,8 @@ def test_a_weak_regression_leaves_unproven_survivors(tmp_path, seed):
     (["fma", "float8_e4m3fn", "--vectors", "2000000"], "--vectors 2000000"),
     (["div", "float4_e2m1fn"], "unknown op 'div'"),
     (["mul", "float4_e2m1fn", "--proof-seconds", "1"], "--proof-seconds 1"),
-    (["mul", "a=int8"], "unknown design kind 'mul'"),
+    (["mul", "a=int8"], "unknown number format 'a=int8'"),
+    (["simd", "modes=int8"], "unknown number format 'modes=int8'"),
     (["mac", "a=int8", "w=int8", "stages=0"], "stages=0"),
 ])
 def test_bad_requests_are_one_sentence(tmp_path, words, message):
