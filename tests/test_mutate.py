@@ -73,6 +73,7 @@ def test_a_weak_regression_leaves_unproven_survivors(tmp_path, seed):
     (["mul", "float4_e2m1fn", "--proof-seconds", "1"], "--proof-seconds 1"),
     (["mul", "a=int8"], "unknown number format 'a=int8'"),
     (["simd", "modes=int8"], "unknown number format 'modes=int8'"),
+    (["simd", "default"], "give --vectors 913316 or fewer"),
     (["mac", "a=int8", "w=int8", "stages=0"], "stages=0"),
 ])
 def test_bad_requests_are_one_sentence(tmp_path, words, message):
@@ -176,7 +177,7 @@ FAMILIES = [
     ("mul", ["bfloat16"], {}, 50, 0.99),
     ("mul", ["posit(16,1)"], {}, 50, 0.99),
     ("simd", ["int4", "float4_e2m1fn", "posit(8,0)", "int8"], {}, 100, 1.0),
-    ("simd", ["default"], {"stages": 3}, 50, 0.99),
+    ("simd", ["default"], {"stages": 3, "vectors": 900_000}, 50, 0.99),
 ]
 
 
@@ -188,7 +189,8 @@ FAMILIES = [
 def test_family_mutation_score(op, formats, options, mutants, share, tmp_path, seed):
     print(f"mutant sample and stimulus seed {seed}")
     case = Case.parse(op, formats, out=options.get("out"), stages=options.get("stages", 1))
-    report = mutate(case, tmp_path, mutants=mutants, seed=seed)
+    report = mutate(case, tmp_path, mutants=mutants, seed=seed,
+                    vectors=options.get("vectors", 1_000_000))
     print("\n".join(report_lines(report)))
     print(report.summary, report.seconds)
     distinguishable = len(report.outcomes) - report.count("equivalent")
