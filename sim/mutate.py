@@ -156,7 +156,8 @@ def module_ports(verilog, module="dut"):
 def mutant_netlist(component, work, count, seed):
     """Write `work`/mutants.v (and .il): the flattened design with `count` sampled mutations
     behind the selector input. Returns (mutations, selector width, the design's ports); fewer
-    mutations when the netlist has fewer candidates."""
+    mutations when the netlist has fewer candidates. mutants.v has no parallel_case: a mutant
+    that selects two one-hot cases at once gets don't-care bits instead of stopping Verilator."""
     work.mkdir(parents=True, exist_ok=True)
     original = to_verilog(component, name="dut")
     (work / "original.v").write_text(original)
@@ -169,7 +170,7 @@ def mutant_netlist(component, work, count, seed):
     if not mutations:
         raise MutationError(f"yosys found no mutation candidates; see {work / 'list.log'}")
     _yosys(PREPARE + "script mutations.ys\nopt_clean\nwrite_rtlil mutants.il\n"
-           "write_verilog -noattr mutants.v\n", work, "apply")
+           "write_verilog -noattr -noparallelcase mutants.v\n", work, "apply")
     return mutations, width, module_ports(original)
 
 
@@ -189,8 +190,13 @@ def kill_mutants(case, netlist, width, mutations, operands, packed, expected, in
                                  "mutants": len(mutations), "stall": stall}))
     results.unlink(missing_ok=True)
     top = checker_verilog(in_width, case.out.bits, lanes, plan.depth, {SELECTOR: width}) + netlist
-    run = run_cocotb(top, "forma.sim.tb_mutate", build / "sim",
-                     {"FORMA_MUTATE_SETUP": setup, "FORMA_MUTATE_RESULTS": results}, timing=True)
+    try:
+        run = run_cocotb(top, "forma.sim.tb_mutate", build / "sim",
+                         {"FORMA_MUTATE_SETUP": setup, "FORMA_MUTATE_RESULTS": results},
+                         timing=True)
+    except RuntimeError as error:
+        raise MutationError(f"the mutation simulation stopped ({error}); see "
+                            f"{build / 'sim' / 'sim.log'}") from None
     if not results.exists():
         raise MutationError(f"the mutation testbench did not start; see {run['log']}")
     runs = json.loads(results.read_text())
