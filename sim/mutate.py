@@ -419,14 +419,14 @@ def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=N
     lanes = lanes or min(case.default_lanes, 4)
     build = Path(build_dir).resolve()
     work = build / "netlist"
-    seconds, start = {}, time.perf_counter()
     operands, packed, expected, in_width = stimulus(case, exhaustive, vectors, seed)
     if len(packed) > CHUNK_LIMIT:
         fixed = len(case.pack(case.random(0, seed))[0])      # corner / exhaustive-lane vectors
-        fit = int((CHUNK_LIMIT - fixed) * vectors // (len(packed) - fixed))
+        fit = max(CHUNK_LIMIT - fixed, 0) * vectors // max(len(packed) - fixed, 1)
         raise SpecError(f"{case.title}: {fixed} fixed vectors plus --vectors {vectors} random "
                         f"ones make {len(packed)}, more than one checker memory holds "
                         f"({CHUNK_LIMIT}); give --vectors {fit} or fewer")
+    seconds, start = {}, time.perf_counter()
     mutations, width, ports = mutant_netlist(case.component(), work, mutants, seed)
     seconds["mutate"] = time.perf_counter() - start
     report = MutationReport(case, "exhaustive" if exhaustive else "random", seed, len(packed),
