@@ -25,7 +25,7 @@ from .verify import stimulus
 
 SELECTOR = "mutsel"
 EQUIV_STEPS = 4        # cycles of the matched-state proof (equiv_induct) and its start check
-PROOF_SECONDS = 120    # default wall-clock limit of one proof script (half of it per SAT call)
+PROOF_SECONDS = 120    # default wall-clock limit of one proof script
 
 
 class MutationError(FormaError):

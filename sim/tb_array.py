@@ -2,8 +2,8 @@
 
 Phase 1 streams a tiled matmul at full rate and measures MACs/cycle; phase 2 runs random shapes
 (ragged tiles, corner values; ws: half of them C0 + A @ B with any psum words) with random valid
-gaps, weight-load gaps and output back-pressure;
-phase 3 runs one-sign reductions up to the array's `length`, so every accumulator bit is reached.
+gaps, weight-load gaps and output back-pressure; phase 3 runs one-sign reductions up to the
+array's `length`, so every accumulator bit is reached.
 Payloads carry random bits while their valid is low.
 """
 import json
@@ -73,14 +73,12 @@ def random_matrix(rng, fmt, shape, corners, allow_nan=True):
 
 def random_psums(rng, array, shape, allow_nan=True):
     """C0 for a ws matmul, anything the psum port takes: raw integers of the accumulator format
-    (uniform or its extremes), or column words (zero, small or full-range sums, each flag,
+    (uniform or its corner classes), or column words (zero, small or full-range sums, each flag,
     NaN and both infinities only if `allow_nan`)."""
-    sums = matmul.sums_for(array)
     if array.family == "int":
-        fmt = array.acc_format
-        uniform = rng.integers(fmt.raw_min, fmt.raw_max, shape, endpoint=True).astype(object)
-        extremes = rng.choice(np.array([fmt.raw_min, fmt.raw_max, 0], dtype=object), shape)
-        return np.where(rng.random(shape) < 0.25, extremes, uniform)
+        uniform, corners = (random_matrix(rng, array.acc_format, shape, c) for c in (False, True))
+        return np.where(rng.random(shape) < 0.25, corners, uniform)
+    sums = matmul.sums_for(array)
     top = 1 << (sums.acc_bits - 1)
     small = rng.integers(-256, 257, shape).astype(object)
     wide = rng.integers(-top, top, shape).astype(object)
