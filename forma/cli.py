@@ -126,7 +126,7 @@ def cmd_mutate(args):
                         lanes=args.lanes, **proof)
         regression = f"{report.vectors} vectors"
     for outcome in report.holes:
-        print(f"survivor {outcome.mutation.number}: {outcome.mutation.command}")
+        print(f"survivor {outcome.mutation.number}: {outcome.mutation.command}  # {outcome.detail}")
     print(f"regression: {regression} ({report.mode}"
           f"{'' if report.mode == 'exhaustive' else f', seed {report.seed}'}); "
           + ", ".join(f"{k} {v:.1f} s" for k, v in report.seconds.items()), file=sys.stderr)

@@ -7,6 +7,7 @@ from typing import Callable
 
 from amaranth.back import verilog
 
+from .. import toolenv
 from ..errors import SpecError
 from ..hdl.array import SystolicArray
 from ..hdl.mac import IntegerMAC
@@ -118,7 +119,10 @@ def parameters_of(spec):
 
 
 def to_verilog(component, name="top"):
-    """Verilog text for a component; deterministic (no source paths, same spec → same bytes)."""
+    """Verilog text for a component; deterministic (no source paths, same spec → same bytes).
+    Amaranth writes it with the first Yosys it finds, so the tool environment is set first:
+    every entry point (the forma command, make, the tests) then uses the same Yosys."""
+    toolenv.apply()
     return verilog.convert(component, name=name, emit_src=False)
 
 

@@ -237,6 +237,25 @@ def _mode_format(mode, index):
     return mode
 
 
+def simd_modes(modes):
+    """The lane formats of `modes` (objects or names), checked: 1 to 16 distinct formats, each a
+    float, posit or int format of 4, 8 or 16 bits."""
+    if isinstance(modes, str) or not hasattr(modes, "__len__") or not 1 <= len(modes) <= 16:
+        raise SpecError(f"modes={modes!r}: give a list of 1 to 16 lane formats, e.g. "
+                        f"{list(DEFAULT_MODES)}")
+    formats = [_mode_format(mode, index) for index, mode in enumerate(modes)]
+    names = [fmt.name for fmt in formats]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            raise SpecError(f"modes[{index}]={name}: each format may appear once in modes")
+    return tuple(formats)
+
+
+def mode_bits(modes):
+    """Width of the `mode` field that indexes `modes`."""
+    return max(1, (len(modes) - 1).bit_length())
+
+
 class SIMDMultiplier(wiring.Component):
     """Per-lane products of two 16-bit operand words in the format chosen per beat by `mode`.
 
@@ -256,17 +275,9 @@ class SIMDMultiplier(wiring.Component):
     CUTS = ("product", "decoded")
 
     def __init__(self, modes=DEFAULT_MODES, *, stages=1):
-        if isinstance(modes, str) or not hasattr(modes, "__len__") or not 1 <= len(modes) <= 16:
-            raise SpecError(f"modes={modes!r}: give a list of 1 to 16 lane formats, e.g. "
-                            f"{list(DEFAULT_MODES)}")
-        formats = [_mode_format(mode, index) for index, mode in enumerate(modes)]
-        names = [fmt.name for fmt in formats]
-        for index, name in enumerate(names):
-            if names.index(name) != index:
-                raise SpecError(f"modes[{index}]={name}: each format may appear once in modes")
-        self.modes = tuple(formats)
+        self.modes = simd_modes(modes)
         self.latency = self.stages = check_stages(stages, self.CUTS)
-        self.mode_bits = max(1, (len(formats) - 1).bit_length())
+        self.mode_bits = mode_bits(self.modes)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout(
                 {"a": WORD, "b": WORD, "mode": self.mode_bits}))),

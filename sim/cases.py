@@ -58,6 +58,30 @@ def corner_codes(fmt):
     return candidates[fmt.valid_code_mask(candidates)]
 
 
+def random_codes(fmt, count, rng):
+    """`count` seeded random valid codes of `fmt`, drawn where rounding is hard. Each code
+    independently: with probability 1/2 a random number of low bits is cleared (up to half the
+    width), so results land on rounding ties and sticky-free halves far more often than uniform
+    codes would; with probability 1/4 its magnitude bits (all but the top one) are shifted right
+    by a random amount, so tiny values (subnormals, long posit regimes of zeros) appear with
+    their leading one at every position, and with probability 1/8 the bits shifted in are ones
+    instead, so huge values (top exponents, long regimes of ones) do too. Together they give
+    sparse significands at the ends of the range, e.g. a subnormal power of two times a normal
+    one, or a posit product whose regime is nearly the whole word."""
+    drawn = rng.integers(0, 1 << fmt.bits, size=count, dtype=np.uint64)
+    short, tiny, huge = (rng.random(count) < p for p in (0.5, 0.25, 0.125))
+    cleared = rng.integers(0, fmt.bits // 2 + 1, size=count).astype(np.uint64)
+    drawn[short] &= ~((np.uint64(1) << cleared[short]) - np.uint64(1))
+    top = np.uint64(1) << np.uint64(fmt.bits - 1)
+    shift = rng.integers(0, fmt.bits, size=count).astype(np.uint64)
+    drawn[tiny] = (drawn[tiny] & top) | ((drawn[tiny] & (top - np.uint64(1))) >> shift[tiny])
+    ones = (top - np.uint64(1)) & ~((top - np.uint64(1)) >> shift)
+    drawn[huge] = (drawn[huge] & top) | ((drawn[huge] & (top - np.uint64(1))) >> shift[huge]) \
+        | ones[huge]
+    drawn[~fmt.valid_code_mask(drawn)] = 0  # the rare invalid pattern (none for most formats)
+    return drawn
+
+
 @dataclass
 class Case:
     """One op on formats: `formats` are the operands' (a, b[, c]) or (src,) for convert."""
@@ -128,28 +152,14 @@ class Case:
         return [g.ravel() for g in grids[::-1]]
 
     def random(self, count, seed):
-        """Corner-class cross products first, then random valid codes (seeded). Each operand of
-        each vector independently: with probability 1/2 a random number of low code bits is
-        cleared (up to half its width), so results land on rounding ties and sticky-free halves
-        far more often than uniform codes would; with probability 1/4 its magnitude bits (all
-        but the top one) are shifted right by a random amount, so tiny values (subnormals, long
-        posit regimes) appear with their leading one at every position. Both together give
-        sparse tiny significands, e.g. a subnormal power of two times a normal one."""
+        """Corner-class cross products first, then random valid codes (seeded, random_codes)."""
         rng = np.random.default_rng(seed)
         corners = [corner_codes(f) for f in self.formats]
         grids = np.meshgrid(*corners, indexing="ij")
         operands = [g.ravel()[:count] for g in grids]
         rest = max(count - len(operands[0]), 0)
         for index, fmt in enumerate(self.formats):
-            drawn = rng.integers(0, 1 << fmt.bits, size=rest, dtype=np.uint64)
-            short, tiny = rng.random(rest) < 0.5, rng.random(rest) < 0.25
-            cleared = rng.integers(0, fmt.bits // 2 + 1, size=rest).astype(np.uint64)
-            drawn[short] &= ~((np.uint64(1) << cleared[short]) - np.uint64(1))
-            top = np.uint64(1) << np.uint64(fmt.bits - 1)
-            shift = rng.integers(0, fmt.bits, size=rest).astype(np.uint64)
-            drawn[tiny] = (drawn[tiny] & top) | ((drawn[tiny] & (top - np.uint64(1))) >> shift[tiny])
-            bad = ~fmt.valid_code_mask(drawn)
-            drawn[bad] = 0  # the rare invalid pattern (none for most formats) becomes zero
+            drawn = random_codes(fmt, rest, rng)
             operands[index] = np.concatenate([operands[index], drawn]).astype(np.uint64)
         return operands
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import SpecError
-from ..hdl.simd_pe import DEFAULT_MODES, WORD, SIMDMultiplier
-from .cases import corner_codes
+from ..hdl.float_pe import check_stages
+from ..hdl.simd_pe import DEFAULT_MODES, WORD, SIMDMultiplier, mode_bits, simd_modes
+from .cases import corner_codes, random_codes
 from .formats import dot, parse_format
 
 UNUSED_MODE_BEATS = 1000
@@ -55,12 +56,12 @@ def exhaustive_words(fmt, rng):
 
 
 def random_words(fmt, count, rng):
-    """Every pair of corner codes, then `count` seeded random pairs of valid codes."""
+    """Every pair of corner codes, then `count` seeded random pairs of valid codes (drawn as
+    forma.sim.cases.random_codes draws them, where rounding is hard)."""
     corners = corner_codes(fmt).astype(np.uint64)
     ca, cb = (g.ravel() for g in np.meshgrid(corners, corners, indexing="ij"))
-    drawn = rng.integers(0, 1 << fmt.bits, size=(2, count), dtype=np.uint64)
-    drawn[~fmt.valid_code_mask(drawn)] = 0
-    return np.concatenate([ca, drawn[0]]), np.concatenate([cb, drawn[1]])
+    return (np.concatenate([ca, random_codes(fmt, count, rng)]),
+            np.concatenate([cb, random_codes(fmt, count, rng)]))
 
 
 class SimdCase:
@@ -72,9 +73,10 @@ class SimdCase:
     default_lanes = 2
 
     def __init__(self, modes, stages):
-        self.pe = SIMDMultiplier(modes, stages=stages)
-        self.modes, self.stages = self.pe.modes, stages
-        self.out = ResultWord(2 * WORD + self.pe.mode_bits)
+        self.modes = simd_modes(modes)
+        self.stages = check_stages(stages, SIMDMultiplier.CUTS)
+        self.mode_bits = mode_bits(self.modes)
+        self.out = ResultWord(2 * WORD + self.mode_bits)
 
     @classmethod
     def parse(cls, names, out=None, stages=1):
@@ -93,7 +95,7 @@ class SimdCase:
         return max(1 << (2 * fmt.bits) for fmt in self.modes)
 
     def component(self):
-        return self.pe
+        return SIMDMultiplier(self.modes, stages=self.stages)
 
     def exhaustive(self, seed=1):
         return self.random(0, seed)
@@ -108,7 +110,7 @@ class SimdCase:
             else:
                 a, b = random_words(fmt, count, rng)
             parts.append((a, b, np.full(len(a), index, np.uint64)))
-        for unused in range(len(self.modes), 1 << self.pe.mode_bits):
+        for unused in range(len(self.modes), 1 << self.mode_bits):
             a, b = rng.integers(0, 1 << WORD, size=(2, UNUSED_MODE_BEATS), dtype=np.uint64)
             parts.append((a, b, np.full(len(a), unused, np.uint64)))
         a, b, mode = (np.concatenate(column) for column in zip(*parts))
@@ -119,7 +121,7 @@ class SimdCase:
         """`float4_e2m1fn: 256 beats (exhaustive per lane); ...` for a run's log."""
         mode = operands[2]
         words = []
-        for index in range(1 << self.pe.mode_bits):
+        for index in range(1 << self.mode_bits):
             beats = int((mode == index).sum())
             if index >= len(self.modes):
                 words.append(f"mode {index} (unused): {beats} beats (random)")
@@ -150,7 +152,7 @@ class SimdCase:
 
     def pack(self, operands):
         a, b, mode = operands
-        return a | (b << np.uint64(WORD)) | (mode << np.uint64(2 * WORD)), 2 * WORD + self.pe.mode_bits
+        return a | (b << np.uint64(WORD)) | (mode << np.uint64(2 * WORD)), 2 * WORD + self.mode_bits
 
     def streams(self, operands):
         return None

@@ -3,9 +3,9 @@ checker runs the regression against each, and Yosys proves the survivors equival
 
 All mutants live in one netlist behind a selector input (0 = the original), so N mutants cost one
 Verilator build and N short simulations; a mutant stops at its first mismatching vector. A
-survivor is proven equivalent by property-directed reachability on a miter (ABC pdr) or by
-register correspondence (equiv_make/equiv_simple/equiv_induct); the netlist, miter and wrapper
-helpers serve the design flow (forma.sim.mutate_design) too.
+survivor is proven equivalent, or told apart by a counterexample, on a miter by ABC (signal
+correspondence, then property-directed reachability); the netlist, miter and wrapper helpers
+serve the design flow (forma.sim.mutate_design) too.
 """
 import json
 import re
@@ -24,7 +24,6 @@ from .runner import run_cocotb
 from .verify import stimulus
 
 SELECTOR = "mutsel"
-EQUIV_STEPS = 4        # cycles of the matched-state proof (equiv_induct) and its start check
 PROOF_SECONDS = 120    # default wall-clock limit of one proof script
 
 
@@ -78,7 +77,8 @@ class MutationReport:
     proof_seconds: int = PROOF_SECONDS
 
     def prove(self, mutation):
-        """Whether `mutation` is proven equivalent to the original (see prove_equivalent)."""
+        """True, False or None: `mutation` proven equivalent, told apart, undecided (see
+        prove_equivalent)."""
         return prove_equivalent(self.netlist, mutation, self.ports, self.selector_width,
                                 self.proof_seconds)
 
@@ -255,124 +255,67 @@ def _gated_payloads(ports):
             and p.name[:-len("payload")] + "valid" in names}
 
 
-def wrapper_verilog(ports, width, name="top", selector=None):
-    """Module `name`: the mutant netlist `dut` with its ports as top-level ports and the
-    selector either a top-level port too (selector None) or tied to the constant `selector`;
-    tied wrappers (for proofs) show a stream payload only while its valid is high, as the
-    consumer sees it."""
-    header = ", ".join([p.name for p in ports] + ([SELECTOR] if selector is None else []))
+def wrapper_verilog(ports, width, name="top"):
+    """Module `name`: the mutant netlist `dut` with its ports and the selector as top-level
+    ports."""
+    header = ", ".join([p.name for p in ports] + [SELECTOR])
     declarations = "".join(f"  {p.direction} [{p.width - 1}:0] {p.name};\n" for p in ports)
-    if selector is None:
-        declarations += f"  input [{width - 1}:0] {SELECTOR};\n"
-        gated = {}
-    else:
-        gated = _gated_payloads(ports)
-        widths = {p.name: p.width for p in ports}
-        declarations += "".join(f"  wire [{widths[n] - 1}:0] raw_{n};\n"
-                                f"  assign {n} = {v} ? raw_{n} : {widths[n]}'d0;\n"
-                                for n, v in gated.items())
-    tied = SELECTOR if selector is None else f"{width}'d{selector}"
-    connections = _connections(ports, {n: f"raw_{n}" for n in gated})
+    declarations += f"  input [{width - 1}:0] {SELECTOR};\n"
     return (f"module {name}({header});\n{declarations}"
-            f"  dut under_test({connections}, .{SELECTOR}({tied}));\nendmodule\n")
+            f"  dut under_test({_connections(ports, {})}, .{SELECTOR}({SELECTOR}));\nendmodule\n")
 
 
 def prove_equivalent(work, mutation, ports, width, seconds=PROOF_SECONDS):
-    """True when Yosys proves the mutant indistinguishable from the original at the design's
-    ports for every input sequence from the initial state: by reachability on the output miter
-    (_prove_miter), failing that by register correspondence (_prove_matched, which keeps a wide
-    multiplier's SAT problems small); each proof script may run `seconds` of wall-clock time."""
-    return (_prove_miter(work, mutation, ports, width, seconds)
-            or _prove_matched(work, mutation, ports, width, seconds))
+    """Whether the mutant is indistinguishable from the original at the design's ports for
+    every input sequence from the initial state: True proven, False told apart by a
+    counterexample, None neither within `seconds` of wall-clock time.
 
-
-MATCH_ROUNDS = 8   # signal-correspondence proofs, each unpairing the signals the last refuted
-
-
-# techmap rule for the start check: a $equiv cell passes its original-side value on and asserts
-# that both sides agree.
-EQUIV_TO_ASSERT = """attribute \\techmap_celltype "$equiv"
-module \\equiv_to_assert
-  wire input 1 \\A
-  wire input 2 \\B
-  wire output 3 \\Y
-  wire \\same
-  cell $eq \\compare
-    parameter \\A_SIGNED 0
-    parameter \\B_SIGNED 0
-    parameter \\A_WIDTH 1
-    parameter \\B_WIDTH 1
-    parameter \\Y_WIDTH 1
-    connect \\A \\A
-    connect \\B \\B
-    connect \\Y \\same
-  end
-  cell $assert \\check
-    connect \\A \\same
-    connect \\EN 1'1
-  end
-  connect \\Y \\A
-end
-"""
-
-
-def _prove_matched(work, mutation, ports, width, seconds):
-    """Signal correspondence: every output, register and named signal of the original equals
-    its copy in the mutant. equiv_simple and equiv_induct prove that a step keeps every pair
-    equal given EQUIV_STEPS - 1 steps in which they all were; the start check (SAT over the
-    first EQUIV_STEPS cycles from the registers' initial values) proves the pairs equal there.
-    In that check every reader of a paired signal, in either copy, reads the original's value
-    while an assertion compares both sides, so the copies share all logic but the mutated
-    cone and the SAT problem stays small even around a multiplier. Internal signals whose
-    pairing is refuted are unpaired and the proof repeated (a mutant may differ in bits nothing
-    reads, e.g. an unused carry), up to MATCH_ROUNDS times; a refuted output pairing ends it."""
-    name = f"equiv_{mutation.number}"
-    (work / f"{name}.v").write_text(wrapper_verilog(ports, width, "gold", 0)
-                                    + wrapper_verilog(ports, width, "gate", mutation.number))
-    (work / "equiv_to_assert.il").write_text(EQUIV_TO_ASSERT)
-    unpaired = f"{SELECTOR}\nunder_test.{SELECTOR}\n"
-    outputs = {p.name for p in ports}
-    pairing = (f"read_rtlil mutants.il\nread_verilog {name}.v\nflatten gold gate\n"
-               f"opt -fast gold gate\nopt_dff -sat gold gate\nopt -fast gold gate\n"
-               f"equiv_make -blacklist {name}.unpaired gold gate equiv\nhierarchy -top equiv\n")
-    script = (pairing + f"equiv_simple -seq {EQUIV_STEPS}\nequiv_induct -seq {EQUIV_STEPS}\n"
-              f"equiv_status -assert\ndesign -reset\n" + pairing
-              + f"techmap -map equiv_to_assert.il\nopt -fast\n"
-              f"sat -seq {EQUIV_STEPS} -prove-asserts -verify\n")
-    for _ in range(MATCH_ROUNDS):
-        (work / f"{name}.unpaired").write_text(unpaired)
-        try:
-            _yosys(script, work, name, seconds)
-            return True
-        except MutationError:
-            log = (work / f"{name}.log").read_text(errors="replace")
-        refuted = set(re.findall(r"Unproven \$equiv \S+ \\(\S+)_gold", log))
-        if not refuted or refuted & outputs or "equiv_status" not in log.splitlines()[-1]:
-            return False
-        unpaired += "".join(f"{n}\n" for n in sorted(refuted))
-    return False
-
-
-def _prove_miter(work, mutation, ports, width, seconds):
-    """Property-directed reachability (ABC's `pdr`, run through Yosys's abc pass) on the output
-    miter from the registers' initial values: it finds an inductive invariant of the reachable
-    states, so a mutant that differs only in states the design never reaches (a shift amount
-    past its largest value, a register bit nothing sets) is proven too. Registers become plain
-    flip-flops with their initial values (unset ones 0) before the miter goes to ABC."""
+    The output miter (registers become plain flip-flops with their initial values, unset ones
+    0) goes to ABC through Yosys's abc pass. Signal correspondence (`scorr`) first merges every
+    node, in either copy, that induction shows equal to another node or to a constant in all
+    reachable states; when that leaves the miter's output constant 0 the mutant is proven.
+    Otherwise property-directed reachability (`pdr`) looks for an inductive invariant of what
+    remains, so a mutant that differs only in states the design never reaches (a shift amount
+    past its largest value, a register bit nothing sets) is proven too, or for a
+    counterexample."""
     name = f"proof_{mutation.number}"
-    status = work / f"{name}.status"
+    status, reduced = work / f"{name}.status", work / f"{name}.aig"
     status.unlink(missing_ok=True)
+    reduced.unlink(missing_ok=True)
     (work / f"{name}.v").write_text(miter_verilog(ports, width, mutation.number))
     script = (f"read_rtlil mutants.il\nread_verilog {name}.v\nhierarchy -top miter\nflatten\n"
               f"opt -fast\nmemory_map\nsetundef -zero -init\ntechmap\nopt -fast\n"
-              f"dfflegalize -cell $_DFF_P_ 0\nabc -dff -script "
-              f"+strash;pdr,-T,{max(1, seconds - 10)};write_status,{status.name}\n")
+              f"dfflegalize -cell $_DFF_P_ 0\nabc -dff -script +strash;scorr;"
+              f"write_aiger,{reduced.name};pdr,-T,{max(1, seconds - 10)};"
+              f"write_status,{status.name}\n")
     try:
         _yosys(script, work, name, seconds)
     except MutationError:
+        pass
+    # write_status: "snl_UNSAT <frame>" when no reachable state sets the miter's output,
+    # "snl_SAT <frame>" with a counterexample, else undecided
+    found = status.read_text().split(maxsplit=1)[:1] if status.exists() else []
+    if _aiger_output_is_false(reduced) or found == ["snl_UNSAT"]:
+        return True
+    return False if found == ["snl_SAT"] else None
+
+
+def _aiger_output_is_false(path):
+    """Whether the AIGER file at `path` (binary or ASCII) has one output, the constant 0."""
+    if not path.exists():
         return False
-    # write_status: "snl_UNSAT <frame>" when no reachable state sets the miter's output
-    return status.exists() and status.read_text().startswith("snl_UNSAT")
+    lines = path.read_bytes().split(b"\n")
+    header = lines[0].split()
+    if len(header) < 6 or header[0] not in (b"aig", b"aag"):
+        return False
+    inputs, latches, outputs = int(header[2]), int(header[3]), int(header[4])
+    first = 1 + latches + (inputs if header[0] == b"aag" else 0)
+    return outputs == 1 and lines[first].split()[:1] == [b"0"]
+
+
+SURVIVED = {False: "a counterexample from the initial state tells it apart: a hole in the "
+                   "regression",
+            None: "not killed, and neither proven equivalent nor told apart in --proof-seconds"}
 
 
 def judge(report, mutations, runs, describe, log):
@@ -383,14 +326,17 @@ def judge(report, mutations, runs, describe, log):
             outcome = Outcome(mutation, "killed", "no result in time (the regression hangs)")
         elif run["mismatches"]:
             outcome = Outcome(mutation, "killed", describe(run))
-        elif report.prove(mutation):
-            outcome = Outcome(mutation, "equivalent", "proven equivalent at the ports")
         else:
-            outcome = Outcome(mutation, "survived", "not killed and not proven equivalent")
+            proven = report.prove(mutation)
+            outcome = (Outcome(mutation, "equivalent", "proven equivalent at the ports")
+                       if proven else Outcome(mutation, "survived", SURVIVED[proven]))
         report.outcomes.append(outcome)
-        if outcome.verdict != "killed":
-            print(f"[mutate] mutant {mutation.number} {outcome.verdict}: {mutation.where}",
+        if outcome.verdict == "equivalent":
+            print(f"[mutate] mutant {mutation.number} equivalent: {mutation.where}",
                   file=log, flush=True)
+        elif outcome.verdict == "survived":
+            print(f"[mutate] mutant {mutation.number} survived: {mutation.where}; "
+                  f"{outcome.detail}", file=log, flush=True)
 
 
 def check_request(mutants, proof_seconds=PROOF_SECONDS):

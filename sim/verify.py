@@ -59,7 +59,8 @@ def verify(case: Case, build_dir, exhaustive=None, vectors=1_000_000, seed=1, la
     component = case.component()
     operands, packed, expected, width = stimulus(case, exhaustive, vectors, seed)
     seconds["reference"] = time.perf_counter() - start
-    print(f"[verify] {case.title}: {len(packed)} vectors, {lanes} lanes, latency "
+    plan = f" [{case.plan(operands)}]" if hasattr(case, "plan") else ""
+    print(f"[verify] {case.title}: {len(packed)} vectors{plan}, {lanes} lanes, latency "
           f"{component.latency}; building on Verilator", file=log, flush=True)
     start = time.perf_counter()
     result = run_bulk(component, packed, expected, width, case.out.bits, build_dir,

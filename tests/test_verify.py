@@ -5,7 +5,8 @@ import sys
 import numpy as np
 import pytest
 
-from forma.sim.cases import Case, corner_codes
+from forma.sim.cases import Case, corner_codes, random_codes
+from forma.sim.formats import parse_format
 
 
 def forma(*args):
@@ -59,6 +60,17 @@ def test_random_runs_start_with_every_corner_pair_and_are_seeded():
     assert set(first[0][:len(corners) ** 2].tolist()) == set(corners.tolist())
     assert all(np.array_equal(x, y) for x, y in zip(first, case.random(5000, seed=7)))
     assert not np.array_equal(first[0], case.random(5000, seed=8)[0])
+
+
+def test_random_codes_reach_every_posit_regime_run_of_both_kinds():
+    """Uniform codes give a regime run of k bits with probability 2**-k; the drawn ones reach
+    every run of zeros (tiny) and of ones (huge) among positive posit(16,1) codes."""
+    codes = random_codes(parse_format("posit(16,1)"), 5000, np.random.default_rng(7))
+    runs = {"0": set(), "1": set()}
+    for code in codes[codes < 1 << 15].tolist():
+        body = f"{code:016b}"[1:]
+        runs[body[0]].add(len(body) - len(body.lstrip(body[0])))
+    assert runs["0"] >= set(range(1, 15)) and runs["1"] >= set(range(1, 15)), runs
 
 
 def test_convert_reference_gives_zero_where_the_destination_has_no_encoding():
