@@ -121,6 +121,28 @@ def extreme_pairs(array):
     return pairs
 
 
+def signed_zero_pools(array):
+    """(a, w) code pools whose every product is a zero of one sign: one side one of its zeros,
+    the other its finite nonzero codes of one sign, for each zero and both signs. A reduction of
+    such products is -0 or +0, which only the class flags tell apart; none when neither operand
+    format has a negative zero."""
+    formats, pools = (array.a_format, array.w_format), []
+    for side in (0, 1):
+        zero_fmt, other = formats[side], formats[1 - side]
+        if zero_fmt.family != "float" or other.family == "int":
+            continue
+        codes, other_codes = np.arange(1 << zero_fmt.bits), np.arange(1 << other.bits)
+        zeros = codes[values_of(zero_fmt, codes) == 0]
+        values = values_of(other, other_codes)
+        for zero in (zeros if len(zeros) > 1 else []):
+            for signed in (values > 0, values < 0):
+                chosen = other_codes[np.isfinite(values) & signed].astype(object)
+                if len(chosen):
+                    pair = (np.array([zero], dtype=object), chosen)
+                    pools.append(pair if side == 0 else pair[::-1])
+    return pools
+
+
 class Stream:
     """The beats of one matmul for the array's ports, and their expected outputs in order."""
 
@@ -294,20 +316,25 @@ async def regression(dut, array, spec, seed, count):
 
     # Phase 3: products of one sign over reductions of 1, 2, 4, ... `length` terms, so the sums'
     # leading one reaches every accumulator bit (rounding: every exponent), then `length` terms
-    # of the largest product of that sign.
+    # of the largest product of that sign; then short reductions of signed-zero products.
     lengths = sorted({min(1 << j, array.length) for j in range(array.length.bit_length() + 1)})
+    matmuls = []
     for a_code, w_code in extreme_pairs(array):
         a_pool, w_pool = same_sign(array.a_format, a_code), same_sign(array.w_format, w_code)
-        matmuls = [(rng.choice(a_pool, (rows, k)), rng.choice(w_pool, (k, cols)))
-                   for k in lengths]
+        matmuls += [(rng.choice(a_pool, (rows, k)), rng.choice(w_pool, (k, cols)))
+                    for k in lengths]
         matmuls.append((np.full((rows, array.length), a_code, object),
                         np.full((array.length, cols), w_code, object)))
-        for a, b in matmuls:
-            stream = Stream(array, a, b)
-            await run_stream(dut, stream, rng, False)
-            check_product(stream, a, b)
-    dut._log.info(f"long phase: one-sign reductions of up to {array.length} terms, "
-                  f"0 mismatches")
+    # Short reductions of zeros of one sign over many rows of A, so -0 operands meet stalls in
+    # every register while earlier results wait at the output.
+    matmuls += [(rng.choice(a_pool, (4 * rows, k)), rng.choice(w_pool, (k, cols)))
+                for a_pool, w_pool in signed_zero_pools(array) for k in range(1, 2 * rows + 2)]
+    for a, b in matmuls:
+        stream = Stream(array, a, b)
+        await run_stream(dut, stream, rng, False)
+        check_product(stream, a, b)
+    dut._log.info(f"long phase: one-sign reductions of up to {array.length} terms, and of "
+                  f"signed zeros, 0 mismatches")
     return {"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
             "ideal": rows * cols, "useful_macs_per_cycle": useful,
             "full_rate": stats, "stalled_outputs": checked}
