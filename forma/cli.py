@@ -254,7 +254,7 @@ def parser():
     p.add_argument("--stages", type=int, default=1, help="pipeline depth (default: 1)")
     p.add_argument("--lanes", type=int,
                    help="parallel PE copies in the checker (default: 8; dot: 2)")
-    p.add_argument("--stall", action="store_true", help="random output back-pressure")
+    p.add_argument("--stall", action="store_true", help="random output back-pressure and input gaps")
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
     p.add_argument("--build", help="build folder (default: build/verify/...)")
     p.set_defaults(run=cmd_verify)

@@ -101,7 +101,9 @@ def checker_verilog(in_width, out_width, lanes, depth, lane_inputs=None):
     """The checker top `top`: loads stim.hex/expect.hex on `start`, runs every lane, raises `done`.
 
     Lane l consumes vectors [l*count, (l+1)*count) where count = vectors per lane (input port).
-    `stall` makes each lane's output ready follow an LFSR bit, exercising back-pressure.
+    `stall` makes each lane's output ready and input valid follow LFSR bits, exercising
+    back-pressure and input gaps (so an output valid that rises without a result shows a stale
+    payload where a result is expected).
     lane_inputs: {port name: width} of extra `dut` inputs, each a top input shared by every lane.
     """
     lane_inputs = lane_inputs or {}
@@ -113,7 +115,7 @@ def checker_verilog(in_width, out_width, lanes, depth, lane_inputs=None):
     lane_wires = "\n".join(f"""
   wire v{l}_i_ready, v{l}_o_valid; wire [{out_width - 1}:0] v{l}_o_payload;
   reg [31:0] in_ptr_{l}, out_ptr_{l};
-  wire v{l}_i_valid = running && in_ptr_{l} < count;
+  wire v{l}_i_valid = running && in_ptr_{l} < count && (!stall || lfsr[{(l + 8) % 16}]);
   wire v{l}_o_ready = running && (!stall || lfsr[{l % 16}]);
   dut lane_{l}(.clk(clk), .rst(rst | start),
     .i__valid(v{l}_i_valid), .i__ready(v{l}_i_ready), .i__payload(stim[{l} * count + in_ptr_{l}]),

@@ -351,9 +351,10 @@ def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=N
     """Plant `mutants` seeded Yosys mutations in `case`'s PE and run its `forma verify`
     regression against each (exhaustive=None: every vector when there are at most 2**16, else
     `vectors` seeded random after the corner classes); survivors get an equivalence proof.
-    `stall` drives the outputs' ready from an LFSR so back-pressure is part of the regression;
-    lanes=None: the case's default PE copies, at most 4; `proof_seconds` limits each proof script
-    (a survivor whose proofs run out of time stays unproven)."""
+    `stall` drives the outputs' ready and the inputs' valid from an LFSR, so back-pressure and
+    input gaps are part of the regression; lanes=None: the case's default PE copies, at most 4;
+    `proof_seconds` limits each proof script (a survivor whose proofs run out of time stays
+    unproven)."""
     check_request(mutants, proof_seconds)
     if exhaustive is None:
         exhaustive = case.space <= 1 << 16
@@ -378,7 +379,7 @@ def mutate(case: Case, build_dir, mutants=50, seed=1, vectors=1_000_000, lanes=N
     report = MutationReport(case, "exhaustive" if exhaustive else "random", seed, len(packed),
                             work, ports, width, proof_seconds=proof_seconds)
     print(f"[mutate] {case.title}: {len(mutations)} mutants, {len(packed)} vectors "
-          f"({report.mode}), {lanes} lanes{', stalled outputs' if stall else ''}; "
+          f"({report.mode}), {lanes} lanes{', stalled outputs and input gaps' if stall else ''}; "
           f"building on Verilator", file=log, flush=True)
     start = time.perf_counter()
     runs = kill_mutants(case, (work / "mutants.v").read_text(), width, mutations, operands,
