@@ -1,6 +1,7 @@
 """The SIMD multiplier against the reference formats on Verilator: every lane of every 4- and 8-bit
 mode exhaustively, 16-bit modes on seeded random plus corner codes, modes interleaved at random per
-beat under back-pressure; the shared split array on its own; parameter checks and determinism.
+beat under back-pressure and input gaps; the shared split array on its own; parameter checks and
+determinism.
 """
 import numpy as np
 import pytest
@@ -18,7 +19,8 @@ RANDOM_WIDE = 1_000_000      # random pairs per 16-bit mode in the default suite
 
 
 def check_on_verilator(modes, stages, seed, build_dir, random_wide=RANDOM_WIDE):
-    """Every beat of forma.sim.cases_simd through the PE (two copies, output back-pressure)."""
+    """Every beat of forma.sim.cases_simd through the PE (two copies, output back-pressure and
+    input gaps)."""
     case = SimdCase(modes, stages)
     verdict = verify(case, build_dir, vectors=random_wide, seed=seed, lanes=2, stall=True)
     print(f"seed {seed}, stages {stages}: {verdict.summary} ({verdict.rate:,.0f} beats/s)")
@@ -31,7 +33,8 @@ def check_on_verilator(modes, stages, seed, build_dir, random_wide=RANDOM_WIDE):
 @pytest.mark.sim
 def test_default_modes_bit_exact(tmp_path, seed):
     """FP4 x4, posit(8,0) x2, int8 x2, int4 x4 exhaustive in every lane, posit(16,1) on 1M random
-    pairs plus corner codes, modes shuffled per beat, deepest pipeline, output back-pressure."""
+    pairs plus corner codes, modes shuffled per beat, deepest pipeline, output back-pressure and
+    input gaps."""
     check_on_verilator(DEFAULT_MODES, 3, seed, tmp_path / "build")
 
 
