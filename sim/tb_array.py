@@ -3,7 +3,8 @@
 Phase 1 streams a tiled matmul at full rate and measures MACs/cycle; phase 2 runs random shapes
 (ragged tiles, corner values; ws: half of them C0 + A @ B with any psum words) with random valid
 gaps, weight-load gaps and output back-pressure; phase 3 runs one-sign reductions up to the
-array's `length`, so every accumulator bit is reached.
+array's `length`, so every accumulator bit is reached, reductions of signed zeros and (ws) C0
+edge sums alone.
 Payloads carry random bits while their valid is low.
 """
 import json
@@ -71,18 +72,41 @@ def random_matrix(rng, fmt, shape, corners, allow_nan=True):
     return rng.choice(codes[usable], shape).astype(object)
 
 
+def edge_sums(bits):
+    """Signed `bits`-bit sums that test a zero detector and a leading-one search bit by bit:
+    each bit alone (+-2**j), every run of low ones (+-(2**j - 1)) and the most negative value."""
+    magnitudes = {1 << j for j in range(bits - 1)} | {(1 << j) - 1 for j in range(2, bits)}
+    return np.array(sorted(magnitudes | {-m for m in magnitudes} | {-(1 << (bits - 1))}),
+                    dtype=object)
+
+
+def psum_edges(array, rng):
+    """The edge_sums of the accumulator as psum entries: raw integers, or column words with
+    no special flag and a random zero sign."""
+    if array.family == "int":
+        return edge_sums(array.acc_format.bits)
+    sums = matmul.sums_for(array)
+    edges = edge_sums(sums.acc_bits)
+    none = np.zeros(len(edges), bool)
+    return sums.words(edges, [none, none, none, rng.random(len(edges)) < 0.5])
+
+
 def random_psums(rng, array, shape, allow_nan=True):
     """C0 for a ws matmul, anything the psum port takes: raw integers of the accumulator format
-    (uniform or its corner classes), or column words (zero, small or full-range sums, each flag,
-    NaN and both infinities only if `allow_nan`)."""
+    (uniform, its corner classes or psum_edges), or column words (zero, small, full-range or
+    edge sums, each flag, NaN and both infinities only if `allow_nan`)."""
+    edges = rng.choice(psum_edges(array, rng), shape)
     if array.family == "int":
         uniform, corners = (random_matrix(rng, array.acc_format, shape, c) for c in (False, True))
-        return np.where(rng.random(shape) < 0.25, corners, uniform)
+        return np.where(rng.random(shape) < 0.25, corners,
+                        np.where(rng.random(shape) < 0.25, edges, uniform))
     sums = matmul.sums_for(array)
     top = 1 << (sums.acc_bits - 1)
     small = rng.integers(-256, 257, shape).astype(object)
     wide = rng.integers(-top, top, shape).astype(object)
+    edges = sums.split(edges)[0]
     value = np.where(rng.random(shape) < 0.5, small, np.where(rng.random(shape) < 0.5, wide, 0))
+    value = np.where(rng.random(shape) < 0.2, edges, value)
     nan, pos_inf, neg_inf = (rng.random(shape) < 0.1 for _ in range(3))
     if not allow_nan:
         nan, neg_inf = np.zeros(shape, bool), neg_inf & ~pos_inf
@@ -316,7 +340,8 @@ async def regression(dut, array, spec, seed, count):
 
     # Phase 3: products of one sign over reductions of 1, 2, 4, ... `length` terms, so the sums'
     # leading one reaches every accumulator bit (rounding: every exponent), then `length` terms
-    # of the largest product of that sign; then short reductions of signed-zero products.
+    # of the largest product of that sign; then short reductions of signed-zero products, and
+    # (ws) C0 edge sums alone.
     lengths = sorted({min(1 << j, array.length) for j in range(array.length.bit_length() + 1)})
     matmuls = []
     for a_code, w_code in extreme_pairs(array):
@@ -329,12 +354,20 @@ async def regression(dut, array, spec, seed, count):
     # every register while earlier results wait at the output.
     matmuls += [(rng.choice(a_pool, (4 * rows, k)), rng.choice(w_pool, (k, cols)))
                 for a_pool, w_pool in signed_zero_pools(array) for k in range(1, 2 * rows + 2)]
-    for a, b in matmuls:
-        stream = Stream(array, a, b)
+    matmuls = [(a, b, None) for a, b in matmuls]
+    if array.dataflow == "ws":
+        # C0 alone through every row (A all zero codes): each edge sum stands in every psum
+        # register, seen by its zero test and the rounding.
+        edges = psum_edges(array, rng)
+        c0 = np.array([np.roll(edges, -c) for c in range(cols)], dtype=object).T
+        matmuls.append((np.zeros((len(edges), rows), object),
+                        random_matrix(rng, array.w_format, (rows, cols), False, allow_nan), c0))
+    for a, b, c0 in matmuls:
+        stream = Stream(array, a, b, c0)
         await run_stream(dut, stream, rng, False)
-        check_product(stream, a, b)
-    dut._log.info(f"long phase: one-sign reductions of up to {array.length} terms, and of "
-                  f"signed zeros, 0 mismatches")
+        check_product(stream, a, b, c0)
+    dut._log.info(f"long phase: one-sign reductions of up to {array.length} terms, of signed "
+                  f"zeros{', and C0 edge sums' if array.dataflow == 'ws' else ''}, 0 mismatches")
     return {"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
             "ideal": rows * cols, "useful_macs_per_cycle": useful,
             "full_rate": stats, "stalled_outputs": checked}

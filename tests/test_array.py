@@ -220,3 +220,9 @@ def test_largest_square_search_builds_each_side_once():
     assert largest_square(8, build)[0] == 5 and built == [8, 7, 6, 5]
     built.clear()
     assert largest_square(1, lambda side: {"rows": side, "fits": False})[0] is None
+
+
+def test_psum_edge_sums_set_each_bit_alone_and_every_run_of_low_ones():
+    """The C0 sums of the ws regression that a zero test or leading-one search sees bit by bit."""
+    from forma.sim.tb_array import edge_sums
+    assert edge_sums(4).tolist() == [-8, -7, -4, -3, -2, -1, 1, 2, 3, 4, 7]
