@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import FormaError
+from .errors import FormaError, SpecError
 
 SPEC_HELP = "design spec: a kind and key=value words, e.g. mac a=int8 w=int4 acc=int24 stages=2"
 
@@ -73,13 +73,20 @@ def cmd_sim(args):
     return 0
 
 
+def _carry_bits_arg(parser):
+    parser.add_argument("--carry-bits", type=int,
+                        help="posit mac: the quire's carry bits (default 30); a narrow quire "
+                             "lets a regression reach its limits")
+
+
 def _case_and_build(args, folder):
     """The verification case an op command names and its build folder (--build or
     build/<folder>/<op-formats>/stages<P>)."""
     from .sim.cases import Case
     case = Case.parse(args.op, args.formats, out=args.out_format, stages=args.stages,
-                      saturate=args.saturate)
-    slug = "-".join([args.op, *args.formats] + ([args.out_format] if args.out_format else []))
+                      saturate=args.saturate, carry_bits=args.carry_bits)
+    slug = "-".join([args.op, *args.formats] + ([args.out_format] if args.out_format else [])
+                    + ([] if args.carry_bits is None else [f"carry{args.carry_bits}"]))
     build = Path(args.build or Path("build") / folder / "".join(
         c if c.isalnum() or c in "._-" else "_" for c in slug) / f"stages{args.stages}")
     return case, build
@@ -98,6 +105,7 @@ def cmd_verify(args):
         words += ["--exhaustive"] if verdict.mode == "exhaustive" else [f"--vectors {args.vectors}"]
         words += [f"--seed {args.seed}"] if verdict.mode == "random" or case.exhaustive_seeded else []
         words += [f"--stages {args.stages}"] + (["--stall"] if args.stall else [])
+        words += [] if args.carry_bits is None else [f"--carry-bits {args.carry_bits}"]
         print("reproduce: " + " ".join(f"'{w}'" if "(" in w else w for w in words))
         if verdict.waves:
             print(f"waveform: {verdict.waves}")
@@ -113,6 +121,9 @@ def cmd_mutate(args):
     if args.op == "array" or (args.op == "mac" and any("=" in w for w in args.formats)):
         from .sim.mutate_design import mutate_design, regression_size
         from .generators import spec_of
+        if args.carry_bits is not None:
+            raise SpecError(f"--carry-bits applies to the posit mac PE (`forma mutate mac "
+                            f"'posit(8,0)' --carry-bits N`), not to the {args.op} design")
         spec = spec_of([args.op, *args.formats])
         build = Path(args.build or Path("build") / "mutate" / spec.slug)
         report = mutate_design(spec.text, build, mutants=args.mutants, seed=args.seed,
@@ -256,6 +267,7 @@ def parser():
                    help="parallel PE copies in the checker (default: 8; dot: 2)")
     p.add_argument("--stall", action="store_true", help="random output back-pressure and input gaps")
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
+    _carry_bits_arg(p)
     p.add_argument("--build", help="build folder (default: build/verify/...)")
     p.set_defaults(run=cmd_verify)
     p = sub.add_parser("mutate", help="mutation-test a PE's, an array's or an integer MAC's "
@@ -276,6 +288,7 @@ def parser():
     p.add_argument("--lanes", type=int,
                    help="parallel PE copies in the checker (default: the PE's, at most 4)")
     p.add_argument("--saturate", action="store_true", help="convert: saturating conversion")
+    _carry_bits_arg(p)
     p.add_argument("--proof-seconds", type=int,
                    help="wall-clock limit of each equivalence proof script (default: 120); a "
                         "survivor whose proofs run out of time is reported unproven")

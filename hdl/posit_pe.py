@@ -8,6 +8,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..errors import SpecError
+from ..sim.formats.posit import QUIRE_CARRY_BITS
 from .posit_units import (decode, decode_signed, normalize, normalize_signed, posit_code, posit_format,
                           round_body, shift_right_sticky, wire)
 
@@ -196,7 +197,7 @@ class PositQuireMAC(_PositPE):
     BOUNDARIES = ("placed", "normalized", "decoded", "rounding")
     EXTRA_FIELDS = {"last": 1}
 
-    def __init__(self, fmt, *, stages=1, carry_bits=30):
+    def __init__(self, fmt, *, stages=1, carry_bits=QUIRE_CARRY_BITS):
         super().__init__(fmt, stages=stages)
         self.quire_bits = self.format.quire_width(carry_bits)      # SpecError unless an int >= 0
         self.carry_bits = carry_bits

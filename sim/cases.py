@@ -82,6 +82,33 @@ def random_codes(fmt, count, rng):
     return drawn
 
 
+def scaled_significands(fa, fb, limit, rng):
+    """(a, b) code pairs: every code of `fa` in [1, 2) or below its smallest normal (every
+    significand, subnormals included) times every power of two of `fb`, signs drawn at random;
+    a seeded sample of `limit` when there are more (formats over 16 bits: of a seeded pool). The products are exact significands moved
+    to every exponent, so each shift into the subnormal range (or out of the top) meets every
+    rounding pattern: e.g. bfloat16 0x0018 × 2^-4 = 1.5 steps, a tie of the smallest subnormals."""
+    def signed(fmt, keep):
+        if fmt.bits <= 16:
+            codes = fmt.all_codes().astype(np.uint64)
+        else:                               # a seeded pool, with every power of two in range
+            powers = fmt.encode(np.ldexp(1.0, np.arange(-1074, 1024)), saturate=True)
+            codes = np.union1d(random_codes(fmt, 1 << 16, rng), powers).astype(np.uint64)
+        values = fmt.decode(codes)
+        pick = codes[keep(np.abs(values)) & (values > 0)]
+        return pick, fmt.encode(-fmt.decode(pick))
+    a, negative_a = signed(fa, lambda v: ((v >= 1) & (v < 2)) | (v < getattr(fa, "min_normal", 0)))
+    b, negative_b = signed(fb, lambda v: np.isfinite(v) & (np.frexp(v)[0] == 0.5))
+    rows, columns = (g.ravel() for g in np.meshgrid(np.arange(len(a)), np.arange(len(b)),
+                                                     indexing="ij"))
+    if len(rows) > limit:
+        chosen = np.sort(rng.choice(len(rows), size=limit, replace=False))
+        rows, columns = rows[chosen], columns[chosen]
+    flip_a, flip_b = (rng.random(len(rows)) < 0.5 for _ in "ab")
+    return (np.where(flip_a, negative_a[rows], a[rows]).astype(np.uint64),
+            np.where(flip_b, negative_b[columns], b[columns]).astype(np.uint64))
+
+
 @dataclass
 class Case:
     """One op on formats: `formats` are the operands' (a, b[, c]) or (src,) for convert."""
@@ -95,9 +122,11 @@ class Case:
     default_lanes = 8           # PE copies the bulk checker runs side by side
 
     @classmethod
-    def parse(cls, op, names, out=None, stages=1, saturate=False):
+    def parse(cls, op, names, out=None, stages=1, saturate=False, carry_bits=None):
         if op not in ARITY:
             raise SpecError(f"unknown op '{op}'; ops: {', '.join(ARITY)}")
+        if carry_bits is not None and op != "mac":
+            raise SpecError(f"--carry-bits applies to the posit mac only, not {op}")
         if op in ("dot", "mac", "simd"):
             if saturate:
                 raise SpecError(f"--saturate applies to convert only, not {op}")
@@ -108,7 +137,7 @@ class Case:
                 from .cases_simd import SimdCase
                 return SimdCase.parse(names, out, stages)
             from .cases_mac import MacCase
-            return MacCase.parse(names, out, stages)
+            return MacCase.parse(names, out, stages, carry_bits)
         formats = tuple(parse_format(n) for n in names)
         if op == "convert":
             if len(formats) != 2:
@@ -152,11 +181,15 @@ class Case:
         return [g.ravel() for g in grids[::-1]]
 
     def random(self, count, seed):
-        """Corner-class cross products first, then random valid codes (seeded, random_codes)."""
+        """Corner-class cross products first; for mul, scaled_significands in up to a quarter
+        of the vectors; then random valid codes (seeded, random_codes)."""
         rng = np.random.default_rng(seed)
         corners = [corner_codes(f) for f in self.formats]
         grids = np.meshgrid(*corners, indexing="ij")
         operands = [g.ravel()[:count] for g in grids]
+        if self.op == "mul":
+            scaled = scaled_significands(*self.formats, count // 4, rng)
+            operands = [np.concatenate([o, s])[:count] for o, s in zip(operands, scaled)]
         rest = max(count - len(operands[0]), 0)
         for index, fmt in enumerate(self.formats):
             drawn = random_codes(fmt, rest, rng)

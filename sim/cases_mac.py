@@ -7,11 +7,14 @@ is `dot(..., accumulate="exact")` of that prefix (posits: the quire). An exhaust
 (log-uniform, seeded) after the corner streams: ACCUMULATION_BOUND-long runs of the largest
 products, of alternating-sign ones and of the smallest ones, and short streams of specials.
 """
+from fractions import Fraction
+
 import numpy as np
 
 from ..errors import SpecError
 from .bulk import Streams, pack_fields
 from .formats import dot, parse_format
+from .formats.posit import QUIRE_CARRY_BITS
 
 STREAM_MAX = 64             # streams are 1..STREAM_MAX beats (log-uniform)
 ACCUMULATION_BOUND = 1024   # the longest stream the MAC sums exactly (FloatMAC `length`)
@@ -43,12 +46,13 @@ class MacCase:
     exhaustive_seeded = True    # the pair order and the stream cuts come from the seed
     default_lanes = 8
 
-    def __init__(self, formats, out, stages):
+    def __init__(self, formats, out, stages, carry_bits=None):
         self.formats, self.out, self.stages = formats, out, stages
         self.posit = formats[0].family == "posit"
+        self.carry_bits = carry_bits
 
     @classmethod
-    def parse(cls, names, out=None, stages=1):
+    def parse(cls, names, out=None, stages=1, carry_bits=None):
         if not 1 <= len(names) <= 2:
             raise SpecError(f"mac takes 1 or 2 operand formats (A [B]), got {len(names)}")
         formats = tuple(parse_format(n) for n in names)
@@ -60,12 +64,23 @@ class MacCase:
         if families & {"mx"}:
             raise SpecError("mac takes float, integer, fixed-point or posit formats; "
                             "MX blocks use `forma verify dot`")
-        return cls(formats, out, stages)
+        if "posit" not in families:
+            if carry_bits is not None:
+                raise SpecError(f"--carry-bits {carry_bits}: only the posit mac has a quire; "
+                                f"{formats[0].name} sums in an exact accumulator sized for its bound")
+        elif carry_bits is None:
+            carry_bits = QUIRE_CARRY_BITS
+        elif isinstance(carry_bits, bool) or not isinstance(carry_bits, int) or carry_bits < 0:
+            raise SpecError(f"--carry-bits {carry_bits}: give the quire's carry bits as an "
+                            f"integer >= 0 (default {QUIRE_CARRY_BITS})")
+        return cls(formats, out, stages, carry_bits)
 
     @property
     def title(self):
         args = " ".join(f.name for f in self.formats)
-        return f"mac {args} -> {self.out.name}"
+        quire = "" if self.carry_bits in (None, QUIRE_CARRY_BITS) else \
+            f" (quire carry bits {self.carry_bits})"
+        return f"mac {args} -> {self.out.name}{quire}"
 
     @property
     def space(self):
@@ -74,7 +89,7 @@ class MacCase:
     def component(self):
         if self.posit:
             from ..hdl.posit_pe import PositQuireMAC
-            return PositQuireMAC(self.formats[0], stages=self.stages)
+            return PositQuireMAC(self.formats[0], stages=self.stages, carry_bits=self.carry_bits)
         from ..hdl.float_mac import FloatMAC
         return FloatMAC(*self.formats, self.out, length=ACCUMULATION_BOUND, stages=self.stages,
                         emit="every")
@@ -121,51 +136,25 @@ class MacCase:
         return streams + self.bit_streams()
 
     def bit_streams(self):
-        """[(a, b)] streams whose exact sums are +-2**k and 2**k - 1 accumulator units for every
-        accumulator bit k the bound reaches: each accumulator bit alone, and every run of low
-        ones, is seen by the zero test and the rounding (float/int/fixed MACs; greedy sums of
-        the largest products that fit, skipped where the products cannot hit the target)."""
-        if self.posit:
-            return []
-        from fractions import Fraction
-        from ..hdl.float_mac import lsb_exponent
+        """[(a, b)] streams whose exact sums are +-2**k and +-(2**k - 1) accumulator units for
+        every accumulator bit k (at most ACCUMULATION_BOUND products): each bit alone, and every
+        run of low ones, is seen by the zero test, the normalization and the rounding; then
+        +-tie_targets (at most STREAM_MAX products), so every bit below each rounding position
+        is seen alone deciding a tie. A posit quire of w bits reaches its limits so,
+        +-(2**(w-1) - 1), and one unit beyond (NaR from there on) where that few products get
+        there (not with the default 30 carry bits)."""
         fa, fb = self.formats
-        unit = Fraction(2) ** (lsb_exponent(fa) + lsb_exponent(fb))
-        def positive(fmt):
-            codes = fmt.all_codes()
-            values = fmt.decode(codes)
-            keep = np.isfinite(values) & (values > 0)
-            return [(int(c), Fraction(float(v))) for c, v in zip(codes[keep], values[keep])]
-        products = {}
-        for ca, va in positive(fa):
-            for cb, vb in positive(fb):
-                units = va * vb / unit
-                if units.denominator == 1:
-                    products.setdefault(int(units), (ca, cb))
-        if not products:
-            return []
-        sizes = sorted(products)
-        negate = {int(c): n[0] for c in fa.all_codes()
-                  if (n := self._codes(fa, [-fa.decode(np.array([c], dtype=np.uint64))[0]]))}
-        streams = []
-        for bit in range((ACCUMULATION_BOUND * sizes[-1]).bit_length()):
-            for target, sign in ((1 << bit, 1), (1 << bit, -1), ((1 << bit) - 1, 1)):
-                pairs, rest = [], target
-                while rest and len(pairs) <= ACCUMULATION_BOUND:
-                    size = sizes[int(np.searchsorted(sizes, rest, side="right")) - 1] \
-                        if rest >= sizes[0] else None
-                    if size is None:
-                        break
-                    pairs.append(products[size])
-                    rest -= size
-                if rest or not pairs or len(pairs) > ACCUMULATION_BOUND:
-                    continue
-                if sign < 0:
-                    if any(a not in negate for a, _ in pairs):
-                        continue
-                    pairs = [(negate[a], b) for a, b in pairs]
-                streams.append(([a for a, _ in pairs], [b for _, b in pairs]))
-        return streams
+        if self.posit:
+            unit = Fraction(2) ** -fa.quire_frac_bits
+            products = power_products(fa, unit)
+            bits = fa.quire_width(self.carry_bits)
+        else:
+            from ..hdl.float_mac import lsb_exponent
+            unit = Fraction(2) ** (lsb_exponent(fa) + lsb_exponent(fb))
+            products = unit_products(fa, fb, unit)
+            bits = (ACCUMULATION_BOUND * max(products, default=0)).bit_length()
+        return (signed_sums(fa, products, bit_targets(bits), ACCUMULATION_BOUND)
+                + signed_sums(fa, products, tie_targets(self.out, unit, bits), STREAM_MAX))
 
     def _assemble(self, streams, a, b, rng):
         """Operands of the corner streams followed by (a, b) cut into seeded streams."""
@@ -203,7 +192,7 @@ class MacCase:
 
     def reference(self, operands):
         """Each beat: dot(exact) of its stream's products so far, rounded once to out (posits:
-        the quire of PositFormat.quire_dot, 30 carry bits as the MAC's default)."""
+        the quire of PositFormat.quire_dot with the case's carry bits)."""
         a, b, last = operands
         fa, fb = self.formats
         start = self._stream_starts(last)
@@ -212,7 +201,8 @@ class MacCase:
         for k in range(int(offset.max(initial=-1)) + 1):
             rows = np.flatnonzero(offset == k)
             index = start[rows][:, None] + np.arange(k + 1)
-            want[rows] = dot(a[index], b[index], fa, fb, self.out, accumulate="exact")
+            want[rows] = (fa.quire_dot(a[index], b[index], self.carry_bits) if self.posit else
+                          dot(a[index], b[index], fa, fb, self.out, accumulate="exact"))
         return want
 
     def fields(self, operands):
@@ -247,3 +237,92 @@ class MacCase:
         names = fa.name if fa == fb else f"{fa.name}/{fb.name}"
         return (f"{names} mac, beat {index - begin + 1} of the stream at vector {begin}: "
                 f"{' + '.join(terms)} → got {show(self.out, got)}, expected {show(self.out, expected)}")
+
+
+def unit_products(fa, fb, unit):
+    """{product in `unit`s: (a code, b code)} over the positive finite codes of `fa` and `fb`
+    whose product is a whole number of units (the first pair found for each product)."""
+
+    def positive(fmt):
+        codes = fmt.all_codes()
+        values = fmt.decode(codes)
+        keep = np.isfinite(values) & (values > 0)
+        return [(int(c), Fraction(float(v))) for c, v in zip(codes[keep], values[keep])]
+    products = {}
+    for ca, va in positive(fa):
+        for cb, vb in positive(fb):
+            units = va * vb / unit
+            if units.denominator == 1:
+                products.setdefault(int(units), (ca, cb))
+    return products
+
+
+def power_products(fmt, unit):
+    """{product in `unit`s: (a code, b code)} over the products of two powers of two of `fmt`
+    (every power of two from the smallest product to the largest, for posits)."""
+    scales = np.arange(fmt.min_scale, fmt.max_scale + 1)
+    codes = [int(c) for c in fmt.encode(np.ldexp(1.0, scales))]
+    products = {}
+    for ca, sa in zip(codes, scales):
+        for cb, sb in zip(codes, scales):
+            products.setdefault(int(Fraction(2) ** int(sa + sb) / unit), (ca, cb))
+    return products
+
+
+def bit_targets(bits):
+    """2**k and 2**k - 1 for every k < bits: each bit alone and every run of low ones."""
+    return [t for k in range(bits) for t in (1 << k, (1 << k) - 1) if t]
+
+
+def tie_targets(out, unit, bits):
+    """Sums in `unit`s that `out` rounds on a tie, for every bit k < bits: 2**k + h (even: down),
+    2**k + 3h (odd: up) and 2**k + h + 2**j for every 2**j < h (one lower bit alone breaks the
+    tie), h being half the step of `out` above 2**k units where that is a whole number of units."""
+    targets = []
+    for k in range(bits):
+        value = Fraction(1 << k) * unit
+        try:
+            code = out.encode(np.array([float(value)]))
+            here, above = out.decode(np.concatenate([code, code + 1]))
+        except (ValueError, SpecError, OverflowError):
+            continue
+        if not (np.isfinite(above) and Fraction(float(here)) == value and above > here):
+            continue
+        half = (Fraction(float(above)) - value) / 2 / unit
+        if half.denominator == 1 and half >= 1:
+            h = int(half)
+            targets += [(1 << k) + h, (1 << k) + 3 * h]
+            targets += [(1 << k) + h + (1 << j) for j in range(h.bit_length() - 1)]
+    return targets
+
+
+def signed_sums(fa, products, targets, limit):
+    """[(a codes, b codes)] lists of at most `limit` pairs from `products` ({units: (a, b)})
+    summing to exactly each of `targets` (units), and (a negated) to minus each: greedy sums of
+    the largest products that fit, the partial sums growing towards the target; skipped where
+    they cannot hit it."""
+    if not products:
+        return []
+    sizes = sorted(products)
+    negate = {}
+    for code in {a for a, _ in products.values()}:
+        value = fa.decode(np.array([code], dtype=np.uint64))[0]
+        try:
+            back = fa.encode(np.array([-value]))
+        except (ValueError, SpecError):
+            continue
+        if fa.decode(back)[0] == -value:
+            negate[code] = int(back[0])
+    lists = []
+    for target in targets:
+        pairs, rest = [], target
+        while rest >= sizes[0] and len(pairs) < limit:
+            size = sizes[int(np.searchsorted(sizes, rest, side="right")) - 1]
+            pairs.append(products[size])
+            rest -= size
+        if rest or not pairs:
+            continue
+        lists.append(([a for a, _ in pairs], [b for _, b in pairs]))
+        if all(a in negate for a, _ in pairs):
+            lists.append(([negate[a] for a, _ in pairs], [b for _, b in pairs]))
+    return lists

@@ -6,9 +6,11 @@ every one of the k positions once (element space ** 2 blocks, each holding k con
 of an order sorted by product magnitude, with NaN/inf pairs spread out), at scales that put each
 block's sum mid-range of the output format; then every scale-corner pair (0, 1, 2, 126, 127,
 128, 253, 254, 255 = NaN) and scales that put sums on the output's overflow, smallest-normal and
-smallest-subnormal edges, over a fixed set of blocks. Random runs replace the sweep by seeded
+smallest-subnormal edges (and in every subnormal binade), over a fixed set of blocks. Random runs replace the sweep by seeded
 random blocks (specials in one block in eight) after the same corners.
 """
+from fractions import Fraction
+
 import numpy as np
 
 from ..errors import SpecError
@@ -17,6 +19,7 @@ from .formats.integer import FixedFormat
 from .formats.minifloat import FloatFormat
 from .formats.mx import MXFormat
 from .bulk import pack_fields
+from .cases_mac import bit_targets, signed_sums, unit_products
 
 CORNER_BLOCKS = 64      # sweep (or random) blocks that every scale corner is applied to
 
@@ -28,11 +31,13 @@ def _top_exponent(m, e):
 
 def output_edges(out):
     """Exponents of the output format's edges a sum should land on: the largest value's, one
-    above (overflow), the smallest normal's and one below, the smallest step's and two below."""
+    above (overflow), the smallest normal's and one below, the smallest step's and two below;
+    for floats every exponent in between too, so each subnormal binade's rounding is met."""
     if isinstance(out, FloatFormat):
         top, normal = out.emax, out.emin
         step = out.emin - out.man_bits if out.has_subnormals else out.emin
-    elif isinstance(out, FixedFormat):
+        return sorted({top, top + 1, *range(step - 2, normal + 1)})
+    if isinstance(out, FixedFormat):
         top = out.raw_max.bit_length() - 1 - out.frac_bits
         normal = step = -out.frac_bits
     else:                                             # posit
@@ -150,8 +155,10 @@ class DotCase:
         zero = self.element.encode(np.zeros(1))[0]
         extra = [np.full(self.k, zero), np.full(self.k, top), np.full(self.k, low),
                  np.where(np.arange(self.k) % 2, top, negative)]
-        base_a = np.concatenate([ea[pick], np.array(extra, dtype=np.uint64)])
-        base_b = np.concatenate([eb[pick], np.array([np.full(self.k, top)] * len(extra), dtype=np.uint64)])
+        bits_a, bits_b = self._bit_blocks(zero)
+        base_a = np.concatenate([ea[pick], np.array(extra, dtype=np.uint64), bits_a])
+        base_b = np.concatenate([eb[pick], np.array([np.full(self.k, top)] * len(extra), dtype=np.uint64),
+                                 bits_b])
         grid = np.array([(x, y) for x in self.scale_corners for y in self.scale_corners],
                         dtype=np.uint64)
         rows = np.repeat(np.arange(len(base_a)), len(grid))
@@ -171,6 +178,23 @@ class DotCase:
         parts.append((np.array(edge_sa, dtype=np.uint64), base_a[edge_rows],
                       np.array(edge_sb, dtype=np.uint64), base_b[edge_rows]))
         return parts
+
+    def _bit_blocks(self, zero):
+        """(ea, eb) blocks whose exact sums are +-2**j and 2**j - 1 product units for every
+        accumulator bit j a block reaches (signed_sums; the rest of a block zero codes, the
+        products rotated through the positions), so every leading-one position and run of low
+        ones meets the scale corners and output edges."""
+        from ..hdl.float_mac import lsb_exponent
+        unit = Fraction(2) ** (2 * lsb_exponent(self.element))
+        products = unit_products(self.element, self.element, unit)
+        bits = (self.k * max(products, default=0)).bit_length()
+        lists = signed_sums(self.element, products, bit_targets(bits), self.k)
+        ea = np.full((len(lists), self.k), zero, dtype=np.uint64)
+        eb = ea.copy()
+        for row, (a, b) in enumerate(lists):
+            places = (row + np.arange(len(a))) % self.k
+            ea[row, places], eb[row, places] = a, b
+        return ea, eb
 
     @staticmethod
     def _join(parts):

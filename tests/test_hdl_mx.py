@@ -119,6 +119,20 @@ def test_sweep_puts_every_element_pair_in_every_position():
     assert {0, 1, 127, 254, 255} <= set(sa.tolist()) and {0, 1, 127, 254, 255} <= set(sb.tolist())
 
 
+def test_corner_blocks_sum_to_every_accumulator_bit():
+    """Blocks whose exact sums are +-2**j and +-(2**j - 1) product units for every bit j a block
+    of 32 mxfp4 products reaches (up to 32 · 36 / 0.25), their products in every position."""
+    case = DotCase.parse(["mxfp4"], "bfloat16", 1)
+    zero = 0
+    ea, eb = case._bit_blocks(zero)
+    unit = np.full(len(ea), case.bias)
+    m, e, _ = case.format.block_dot_exact(unit, ea.ravel(), unit, eb.ravel())
+    sums = {int(x) << int(y + 2) for x, y in zip(m, e)}      # in units of 0.5 * 0.5
+    top = (32 * 144).bit_length()
+    assert sums == {s * t for j in range(top) for t in (1 << j, (1 << j) - 1) if t for s in (1, -1)}
+    assert {int(p) for p in np.flatnonzero((ea != zero).any(axis=0))} == set(range(case.k))
+
+
 def test_reference_against_exact_fractions(seed):
     """Finite blocks: the case's reference equals the exact sum (Fractions from the bit fields)
     times 2**(sa + sb - 254), rounded by the exact oracle; specials follow the stated rules."""

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from forma.sim.cases import Case, corner_codes, random_codes
+from forma.sim.cases import Case, corner_codes, random_codes, scaled_significands
 from forma.sim.formats import parse_format
 
 
@@ -31,6 +31,9 @@ def test_verify_posit8_mul_is_exhaustive_and_exact(tmp_path):
     (["dot", "nvfp4"], "scales are not powers of two"),
     (["mac", "posit(8,0)", "--out", "float16"], "posit mac takes one format"),
     (["mac", "int8"], "out_fmt=int8"),
+    (["mac", "float4_e2m1fn", "--carry-bits", "2"], "only the posit mac has a quire"),
+    (["mul", "posit(8,0)", "--carry-bits", "2"], "applies to the posit mac only, not mul"),
+    (["mac", "posit(8,0)", "--carry-bits", "-1"], "--carry-bits -1: give the quire's carry bits"),
 ])
 def test_bad_requests_are_one_sentence(tmp_path, words, message):
     result = forma("verify", *words, "--build", str(tmp_path))
@@ -71,6 +74,68 @@ def test_random_codes_reach_every_posit_regime_run_of_both_kinds():
         body = f"{code:016b}"[1:]
         runs[body[0]].add(len(body) - len(body.lstrip(body[0])))
     assert runs["0"] >= set(range(1, 15)) and runs["1"] >= set(range(1, 15)), runs
+
+
+def test_mul_runs_move_every_significand_to_every_exponent():
+    """bfloat16: every significand in [1, 2) and every subnormal, times every power of two
+    (subnormal ones included), with both signs; the tie 0x0018 × 2^-4 = 1.5 smallest subnormals is among them."""
+    fmt = parse_format("bfloat16")
+    a, b = scaled_significands(fmt, fmt, 1 << 20, np.random.default_rng(7))
+    magnitude_a, magnitude_b = a & 0x7FFF, b & 0x7FFF
+    powers = {e << 7 for e in range(1, 255)} | {1 << j for j in range(7)}   # and subnormal ones
+    assert len(a) == (128 + 127) * len(powers)
+    assert set(magnitude_b.tolist()) == powers
+    assert set(magnitude_a.tolist()) == set(range(1, 128)) | set(range(0x3F80, 0x4000))
+    assert len(set((a >> 15).tolist())) == 2 and len(set((b >> 15).tolist())) == 2
+    assert ((magnitude_a == 0x18) & (magnitude_b == 0x3D80)).sum() == 1
+    first = Case.parse("mul", ["bfloat16"]).random(1_000_000, seed=7)
+    drawn = set(zip((first[0] & 0x7FFF).tolist(), (first[1] & 0x7FFF).tolist()))
+    assert set(zip(magnitude_a.tolist(), magnitude_b.tolist())) <= drawn
+    sampled = scaled_significands(parse_format("posit(16,1)"), parse_format("posit(16,1)"),
+                                  1000, np.random.default_rng(7))
+    assert len(sampled[0]) == 1000
+
+
+def test_narrow_quire_streams_reach_every_bit_and_its_limits():
+    """A posit mac with a narrow quire gets streams summing to exactly +-2**k and +-(2**k - 1)
+    quire units for every quire bit k, among them its limits +-(2**(w-1) - 1) and one unit
+    beyond, and ties broken by one lower bit; no partial sum passes the end earlier, and the
+    reference makes those beyond the limits NaR."""
+    from fractions import Fraction
+    from forma.sim.cases_mac import ACCUMULATION_BOUND
+    case = Case.parse("mac", ["posit(8,0)"], carry_bits=2)
+    fmt = case.formats[0]
+    limit = (1 << (fmt.quire_width(2) - 1)) - 1
+    unit = Fraction(2) ** -fmt.quire_frac_bits
+    ends = set()
+    for a, b in case.bit_streams():
+        terms = [Fraction(float(x)) * Fraction(float(y)) / unit
+                 for x, y in zip(fmt.decode(np.array(a, dtype=np.uint64)),
+                                 fmt.decode(np.array(b, dtype=np.uint64)))]
+        partial = np.cumsum(terms)
+        assert max(abs(p) for p in partial) == abs(partial[-1])
+        ends.add(int(partial[-1]))
+        assert len(a) <= ACCUMULATION_BOUND
+        last = np.zeros(len(a), dtype=np.uint64)
+        last[-1] = 1
+        result = case.reference((np.array(a, dtype=np.uint64), np.array(b, dtype=np.uint64), last))
+        assert (result[-1] == fmt.nar_code) == (abs(partial[-1]) > limit)
+    bits = {s * t for k in range(fmt.quire_width(2)) for t in (1 << k, (1 << k) - 1) if t
+            for s in (1, -1)}
+    assert bits <= ends and {limit, -limit, limit + 1, -limit - 1} <= ends
+    # a tie at 20 = 2**16 units broken by the lowest quire bit alone (rounds to 24, not 16)
+    assert {(1 << 16) + (1 << 14) + 1, -(1 << 16) - (1 << 14) - 1} <= ends
+    default = Case.parse("mac", ["posit(8,0)"])
+    assert max(len(a) for a, _ in default.bit_streams()) <= ACCUMULATION_BOUND
+
+
+@pytest.mark.sim
+def test_verify_narrow_quire_mac_reaches_its_limits(tmp_path):
+    result = forma("verify", "mac", "posit(8,0)", "--carry-bits", "2", "--stall",
+                   "--build", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(quire carry bits 2)" in result.stderr
+    assert result.stdout.strip().splitlines()[-1].endswith("0 mismatches (exhaustive, seed 1)")
 
 
 def test_convert_reference_gives_zero_where_the_destination_has_no_encoding():

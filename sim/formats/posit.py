@@ -27,7 +27,9 @@ import numpy as np
 from forma.errors import SpecError
 from forma.sim.formats.base import NumberFormat, check_rounding, f64_to_scaled, rng_for, round_up_decision
 
-__all__ = ["PositFormat", "Quire", "parse_posit", "bench_posit"]
+__all__ = ["PositFormat", "Quire", "parse_posit", "bench_posit", "QUIRE_CARRY_BITS"]
+
+QUIRE_CARRY_BITS = 30   # the default carry bits: the standard's 16n-bit quire for es = 2
 
 _SIG_BITS = 58          # significands kept below 2**58 while rounding: es + 57 tail bits < 2**62
 _NORM_MSB = 61          # addition aligns both significands to this bit (2 spare bits below)
@@ -120,7 +122,7 @@ class PositFormat(NumberFormat):
         """Quire fraction bits: 2 * max_scale (its LSB weighs minpos**2)."""
         return 2 * self.max_scale
 
-    def quire_width(self, carry_bits: int = 30) -> int:
+    def quire_width(self, carry_bits: int = QUIRE_CARRY_BITS) -> int:
         """Quire width in bits: sign + carry_bits + (2*max_scale + 1) integer + 2*max_scale fraction."""
         if isinstance(carry_bits, bool) or not isinstance(carry_bits, int) or carry_bits < 0:
             raise SpecError(f"carry_bits={carry_bits!r}: must be an integer >= 0.")
@@ -313,7 +315,7 @@ class PositFormat(NumberFormat):
         limit = (1 << (width - 1)) - 1
         return np.vectorize(lambda v: abs(v) > limit, otypes=[bool])(value)
 
-    def quire_dot(self, a, b, carry_bits: int = 30) -> np.ndarray:
+    def quire_dot(self, a, b, carry_bits: int = QUIRE_CARRY_BITS) -> np.ndarray:
         """Fused dot product over the last axis: exact quire sum of a*b, rounded once (RNE).
 
         Leading axes broadcast. The result is NaR if any input is NaR or if a running sum, taken in
@@ -326,7 +328,7 @@ class PositFormat(NumberFormat):
         overflow = self._out_of_range(partial, self.quire_width(carry_bits)).any(axis=-1)
         return self.quire_to_posit(partial[..., -1], nar.any(axis=-1) | overflow)
 
-    def quire(self, shape=(), carry_bits: int = 30) -> "Quire":
+    def quire(self, shape=(), carry_bits: int = QUIRE_CARRY_BITS) -> "Quire":
         """A cleared Quire of this format (one register per element of shape)."""
         return Quire(self, shape, carry_bits)
 
@@ -343,7 +345,7 @@ class Quire:
     shape); nar flags registers that saw a NaR input or overflowed, until clear().
     """
 
-    def __init__(self, fmt: PositFormat, shape=(), carry_bits: int = 30):
+    def __init__(self, fmt: PositFormat, shape=(), carry_bits: int = QUIRE_CARRY_BITS):
         self.fmt = fmt
         self.width = fmt.quire_width(carry_bits)
         self.shape = tuple(np.broadcast_shapes(shape))
