@@ -85,9 +85,10 @@ def random_codes(fmt, count, rng):
 def scaled_significands(fa, fb, limit, rng):
     """(a, b) code pairs: every code of `fa` in [1, 2) or below its smallest normal (every
     significand, subnormals included) times every power of two of `fb`, signs drawn at random;
-    a seeded sample of `limit` when there are more (formats over 16 bits: of a seeded pool). The products are exact significands moved
-    to every exponent, so each shift into the subnormal range (or out of the top) meets every
-    rounding pattern: e.g. bfloat16 0x0018 × 2^-4 = 1.5 steps, a tie of the smallest subnormals."""
+    a seeded sample of `limit` when there are more (formats over 16 bits: of a seeded pool).
+    The products are exact significands moved to every exponent, so each shift into the
+    subnormal range (or out of the top) meets every rounding pattern: e.g. bfloat16
+    0x0018 × 2^-4 = 1.5 steps, a tie of the smallest subnormals."""
     def signed(fmt, keep):
         if fmt.bits <= 16:
             codes = fmt.all_codes().astype(np.uint64)

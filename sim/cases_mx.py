@@ -6,8 +6,9 @@ every one of the k positions once (element space ** 2 blocks, each holding k con
 of an order sorted by product magnitude, with NaN/inf pairs spread out), at scales that put each
 block's sum mid-range of the output format; then every scale-corner pair (0, 1, 2, 126, 127,
 128, 253, 254, 255 = NaN) and scales that put sums on the output's overflow, smallest-normal and
-smallest-subnormal edges (and in every subnormal binade), over a fixed set of blocks. Random runs replace the sweep by seeded
-random blocks (specials in one block in eight) after the same corners.
+smallest-subnormal edges (and in every subnormal binade), over a fixed set of blocks and blocks
+whose sums set each accumulator bit alone. Random runs replace the sweep by seeded random blocks
+(specials in one block in eight) after the same corners.
 """
 from fractions import Fraction
 
@@ -157,7 +158,7 @@ class DotCase:
                  np.where(np.arange(self.k) % 2, top, negative)]
         bits_a, bits_b = self._bit_blocks(zero)
         base_a = np.concatenate([ea[pick], np.array(extra, dtype=np.uint64), bits_a])
-        base_b = np.concatenate([eb[pick], np.array([np.full(self.k, top)] * len(extra), dtype=np.uint64),
+        base_b = np.concatenate([eb[pick], np.full((len(extra), self.k), top, dtype=np.uint64),
                                  bits_b])
         grid = np.array([(x, y) for x in self.scale_corners for y in self.scale_corners],
                         dtype=np.uint64)

@@ -78,7 +78,8 @@ def test_random_codes_reach_every_posit_regime_run_of_both_kinds():
 
 def test_mul_runs_move_every_significand_to_every_exponent():
     """bfloat16: every significand in [1, 2) and every subnormal, times every power of two
-    (subnormal ones included), with both signs; the tie 0x0018 × 2^-4 = 1.5 smallest subnormals is among them."""
+    (subnormal ones included), with both signs; the tie 0x0018 × 2^-4 = 1.5 smallest
+    subnormals is among them."""
     fmt = parse_format("bfloat16")
     a, b = scaled_significands(fmt, fmt, 1 << 20, np.random.default_rng(7))
     magnitude_a, magnitude_b = a & 0x7FFF, b & 0x7FFF
