@@ -57,6 +57,9 @@ class MacCase:
             raise SpecError(f"mac takes 1 or 2 operand formats (A [B]), got {len(names)}")
         formats = tuple(parse_format(n) for n in names)
         formats = formats + (formats[-1],) * (2 - len(formats))
+        if not out and formats[0].family not in ("float", "posit"):
+            raise SpecError(f"mac {formats[0].name}: the MAC rounds its exact sum to a float "
+                            f"format; name it with --out (e.g. --out float16)")
         out = parse_format(out) if out else formats[0]
         families = {f.family for f in formats + (out,)}
         if "posit" in families and (len(set(formats + (out,))) > 1):
