@@ -38,7 +38,8 @@ bench: $(STAMP)
 	$(BIN)/pytest -n $(JOBS) -m bench -ra
 
 mutate: $(STAMP)
-	$(BIN)/pytest -n $(JOBS) -m bench -ra tests/test_mutate.py
+	mkdir -p build/mutate
+	$(BIN)/pytest -n $(JOBS) -m bench -ra --basetemp=build/mutate/runs tests/test_mutate.py
 
 clean:
 	rm -rf build .pytest_cache
