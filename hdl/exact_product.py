@@ -11,6 +11,7 @@ sum, rounded; an exact zero sum is -0 only when no product set `plus`.
 """
 from fractions import Fraction
 
+import numpy as np
 from amaranth import Cat, Const, Mux, Signal, signed, unsigned
 from amaranth.lib import data
 
@@ -54,12 +55,17 @@ def exact_width(a_fmt, w_fmt, length):
 
 
 def pad_codes(a_fmt, w_fmt):
-    """(a, w) codes that pad a reduction: their product is -0 where a format has a -0 (leaving
-    every sum, special and zero sign unchanged), else +0."""
+    """(a, w) codes that pad a reduction: a product that leaves every sum, special and zero sign
+    unchanged. That is 0 times -0 where a format has a -0, else 0 times -1 where one has a -1
+    (posits: a zero with the sign bit set, which sets no `plus` either), else 0 times 0."""
     for a_neg, fmt in ((False, w_fmt), (True, a_fmt)):
         if isinstance(fmt, FloatFormat) and fmt.has_negative_zero:
             negative_zero = 1 << (fmt.bits - 1)
             return (negative_zero, 0) if a_neg else (0, negative_zero)
+    for a_neg, fmt in ((False, w_fmt), (True, a_fmt)):
+        minus_one = fmt.encode(np.array([-1.0]), saturate=True)
+        if fmt.decode(minus_one)[0] == -1.0:
+            return (int(minus_one[0]), 0) if a_neg else (0, int(minus_one[0]))
     return 0, 0
 
 

@@ -30,6 +30,8 @@ REGRESSION = [
     "array rows=3 cols=2 a=float4_e2m1fn w=float8_e4m3fn out=float8_e4m3fn dataflow=os",
     "array rows=2 cols=2 a=posit(8,0) w=posit(8,0) out=posit(8,0)",           # posit, ws
     "array rows=2 cols=3 a=posit(8,0) w=posit(8,0) dataflow=os",              # exact words, os
+    "array rows=2 cols=2 a=posit(8,0) w=posit(8,0)",                          # exact words, ws
+    "array rows=2 cols=2 a=float8_e4m3fnuz w=float8_e4m3fnuz",                # no -0, ws
 ]
 
 
@@ -226,3 +228,17 @@ def test_psum_edge_sums_set_each_bit_alone_and_every_run_of_low_ones():
     """The C0 sums of the ws regression that a zero test or leading-one search sees bit by bit."""
     from forma.sim.tb_array import edge_sums
     assert edge_sums(4).tolist() == [-8, -7, -4, -3, -2, -1, 1, 2, 3, 4, 7]
+
+
+@pytest.mark.parametrize("a_name, w_name", [("posit(8,0)", "posit(8,0)"),
+                                            ("float8_e4m3fnuz", "float8_e4m3fnuz"),
+                                            ("float8_e4m3fn", "float4_e2m1fn"),
+                                            ("float8_e4m3fnuz", "posit(16,1)")])
+def test_the_tilers_padding_product_is_the_empty_word(a_name, w_name):
+    """A padded reduction position adds nothing, not even `plus`: formats without -0 pad with
+    0 times -1 (ws reductions shorter than the rows failed on posit and fnuz words before)."""
+    from forma.hdl.exact_product import pad_codes
+    a_fmt, w_fmt = parse_format(a_name), parse_format(w_name)
+    pad_a, pad_w = pad_codes(a_fmt, w_fmt)
+    sums = matmul.ExactSums(a_fmt, w_fmt, 64, -64)
+    assert sums.matmul([[pad_a]], [[pad_w]])[0, 0] == 0
