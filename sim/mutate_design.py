@@ -1,6 +1,6 @@
 """Mutation testing of a design's own cocotb regression: Yosys mutants of an `array` or integer
-`mac` design behind a selector port, its testbench (sim/tb_array.py, sim/tb_mac.py) run once
-per mutant in one Verilator build, each run from a reset.
+`mac` design behind a selector port, its testbench (sim/tb_array.py, sim/tb_mx_array.py,
+sim/tb_mac.py) run once per mutant in one Verilator build, each run from a reset.
 
 Survivors get the same equivalence proof as PE mutants (forma.sim.mutate).
 """
@@ -12,14 +12,14 @@ from pathlib import Path
 
 from ..errors import SpecError
 from ..generators import elaborate, spec_of
+from ..generators.designs import cocotb_module_for
 from .mutate import (PROOF_SECONDS, MutationError, MutationReport, check_request, judge,
                      mutant_netlist, wrapper_verilog)
 from .runner import cocotb_env, mutation_env, run_cocotb
 
-# Per design kind: its testbench and the size of one regression pass (output elements of an
-# array, as tests/test_array.py runs it; streamed inputs of a MAC, as tests/test_mac.py).
-TESTBENCHES = {"array": ("forma.sim.tb_array", 600, "outputs"),
-               "mac": ("forma.sim.tb_mac", 3000, "inputs")}
+# Per design kind: the size of one regression pass (output elements of an array, as
+# tests/test_array.py runs it; streamed inputs of a MAC, as tests/test_mac.py).
+PASS_SIZES = {"array": (600, "outputs"), "mac": (3000, "inputs")}
 
 
 @dataclass
@@ -34,7 +34,7 @@ class DesignTarget:
 
 def regression_size(kind):
     """(default count, unit) of one regression pass of design `kind`."""
-    return TESTBENCHES[kind][1:]
+    return PASS_SIZES[kind]
 
 
 def mutate_design(words, build_dir, mutants=50, seed=1, count=None, log=sys.stderr,
@@ -44,11 +44,11 @@ def mutate_design(words, build_dir, mutants=50, seed=1, count=None, log=sys.stde
     `regression_size`) against each; `proof_seconds` limits each equivalence proof script."""
     check_request(mutants, proof_seconds)
     spec = spec_of(words)
-    if spec.kind not in TESTBENCHES:
-        raise SpecError(f"{spec.kind}: design mutation runs take {' or '.join(TESTBENCHES)} "
+    if spec.kind not in PASS_SIZES:
+        raise SpecError(f"{spec.kind}: design mutation runs take {' or '.join(PASS_SIZES)} "
                         f"designs; PEs go by their verify op (forma mutate mul float8_e4m3fn, "
                         f"forma mutate simd default)")
-    testbench, default, unit = TESTBENCHES[spec.kind]
+    default, unit = PASS_SIZES[spec.kind]
     count = default if count is None else count
     build = Path(build_dir).resolve()
     work = build / "netlist"
@@ -63,7 +63,7 @@ def mutate_design(words, build_dir, mutants=50, seed=1, count=None, log=sys.stde
     results = build / "mutation_results.json"
     results.unlink(missing_ok=True)
     top = wrapper_verilog(ports, width) + (work / "mutants.v").read_text()
-    run = run_cocotb(top, testbench, build / "sim",
+    run = run_cocotb(top, cocotb_module_for(spec), build / "sim",
                      {**cocotb_env(spec, seed, count), **mutation_env(len(mutations), results)})
     if not results.exists():
         raise MutationError(f"the {spec.kind} testbench did not start; see {run['log']}")

@@ -10,11 +10,12 @@ import os
 
 import cocotb
 import numpy as np
+from cocotb.clock import Clock
 
 from ..generators import parameters_of
 from . import matmul
-from .runner import cocotb_config
-from .tb_util import drive_matmul, start
+from .runner import cocotb_config, mutation_config
+from .tb_util import drive_matmul, mutation_runs, start
 
 SCALE_CORNERS = (0, 1, 2, 126, 127, 128, 253, 254, 255)
 CLASSES = ("uniform", "corners", "overflow", "underflow", "cancel")
@@ -176,17 +177,12 @@ def random_matmul(rng, operands, kind, m, k, n):
     return sa, a, sw.T, wt.T
 
 
-@cocotb.test()
-async def mx_array_matches_reference(dut):
-    """Random MX matmuls through the array equal mx_matmul, at full rate and under stalls."""
-    spec, seed, count = cocotb_config()
-    array = parameters_of(spec)
+async def regression(dut, array, seed, count):
+    """Phase 1 at full rate, phase 2 ragged and stalled (seeded by `seed`, about `count`
+    outputs); returns the stats."""
     rng = np.random.default_rng(seed)
     rows, cols, k = array.rows, array.cols, array.block_size
     operands = Operands(array.format, array.out_format)
-    dut._log.info(f"{spec}: seed {seed}, about {count} outputs")
-
-    await start(dut)
 
     # Phase 1: full rate, tiles of max(rows, 2) blocks: no `last` stalls, fill and drain measured.
     blocks = max(rows, 2)
@@ -213,11 +209,26 @@ async def mx_array_matches_reference(dut):
         checked += shape[0] * shape[2]
         by_blocks[blocks] += shape[0] * shape[2]
     dut._log.info(f"stalled phase: {checked} outputs checked (by K-blocks {by_blocks}), 0 mismatches")
+    return {"macs_per_cycle": macs_per_cycle, "ideal": array.macs_per_beat, "fill": stats["fill"],
+            "full_rate": stats, "stalled_outputs": checked, "outputs_by_blocks": by_blocks}
 
+
+@cocotb.test()
+async def mx_array_matches_reference(dut):
+    """Random MX matmuls through the array equal mx_matmul, at full rate and under stalls
+    (under `runner.mutation_env`: once per mutant of a mutant netlist, see
+    forma.sim.mutate_design)."""
+    spec, seed, count = cocotb_config()
+    array = parameters_of(spec)
+    dut._log.info(f"{spec}: seed {seed}, about {count} outputs")
+    mutants = mutation_config()
+    if mutants:
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+        await mutation_runs(dut, ("i",), lambda: regression(dut, array, seed, count), *mutants)
+        return
+    await start(dut)
+    stats = await regression(dut, array, seed, count)
     path = os.environ.get("FORMA_ARRAY_STATS")
     if path:
         with open(path, "w") as handle:
-            json.dump({"spec": spec, "seed": seed, "macs_per_cycle": macs_per_cycle,
-                       "ideal": array.macs_per_beat, "fill": stats["fill"],
-                       "full_rate": stats, "stalled_outputs": checked,
-                       "outputs_by_blocks": by_blocks}, handle)
+            json.dump({"spec": spec, "seed": seed, **stats}, handle)
