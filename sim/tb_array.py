@@ -7,18 +7,15 @@ array's `length`, so every accumulator bit is reached, reductions of signed zero
 edge sums alone.
 Payloads carry random bits while their valid is low.
 """
-import json
-import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from amaranth import Shape
 
 from ..generators import parameters_of
 from . import matmul
-from .runner import cocotb_config, mutation_config
-from .tb_util import drive_matmul, mutation_runs, reset
+from .runner import cocotb_config
+from .tb_util import drive_matmul, run_array_test
 
 
 def _bits(values, bits):
@@ -397,15 +394,5 @@ async def array_matches_reference(dut):
     spec, seed, count = cocotb_config()
     array = parameters_of(spec)
     dut._log.info(f"{spec}: seed {seed}, about {count} outputs, packing x{array.factor}")
-    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-    mutants = mutation_config()
-    if mutants:
-        run = mutant_regression(dut, array, spec, seed, count)
-        await mutation_runs(dut, streams_of(array), run, *mutants)
-        return
-    await reset(dut, streams_of(array))
-    stats = await regression(dut, array, spec, seed, count)
-    path = os.environ.get("FORMA_ARRAY_STATS")
-    if path:
-        with open(path, "w") as handle:
-            json.dump(stats, handle)
+    await run_array_test(dut, streams_of(array), lambda: regression(dut, array, spec, seed, count),
+                         spec, seed, mutant_regression(dut, array, spec, seed, count))

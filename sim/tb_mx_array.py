@@ -5,17 +5,14 @@ Phase 1 streams tiles of at least `rows` blocks at full rate; phase 2 runs rando
 K-blocks, partial last blocks, ragged tiles) drawn from value classes (uniform, scale and element
 corners, overflow, underflow, cancelling blocks) with random valid gaps and output back-pressure.
 """
-import json
-import os
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 
 from ..generators import parameters_of
 from . import matmul
-from .runner import cocotb_config, mutation_config
-from .tb_util import drive_matmul, mutation_runs, start
+from .runner import cocotb_config
+from .tb_util import drive_matmul, run_array_test
 
 SCALE_CORNERS = (0, 1, 2, 126, 127, 128, 253, 254, 255)
 CLASSES = ("uniform", "corners", "overflow", "underflow", "cancel")
@@ -221,14 +218,4 @@ async def mx_array_matches_reference(dut):
     spec, seed, count = cocotb_config()
     array = parameters_of(spec)
     dut._log.info(f"{spec}: seed {seed}, about {count} outputs")
-    mutants = mutation_config()
-    if mutants:
-        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
-        await mutation_runs(dut, ("i",), lambda: regression(dut, array, seed, count), *mutants)
-        return
-    await start(dut)
-    stats = await regression(dut, array, seed, count)
-    path = os.environ.get("FORMA_ARRAY_STATS")
-    if path:
-        with open(path, "w") as handle:
-            json.dump({"spec": spec, "seed": seed, **stats}, handle)
+    await run_array_test(dut, ("i",), lambda: regression(dut, array, seed, count), spec, seed)

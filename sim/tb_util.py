@@ -1,6 +1,7 @@
 """Helpers shared by the cocotb testbenches: clock and reset, the clock period of a design that
 makes its own clock, how long a handshake may take, and the per-cycle driver of the arrays."""
 import json
+import os
 
 import cocotb
 from cocotb.clock import Clock
@@ -143,3 +144,22 @@ async def mutation_runs(dut, streams, regression, mutants, path):
             json.dump(results, handle)
         if selector == 0 and killed:
             break
+
+
+async def run_array_test(dut, streams, regression, spec, seed, mutant_run=None):
+    """The body of an array testbench: start the clock; under `runner.mutation_env` run
+    `mutant_run` (default `regression`) once per mutant (mutation_runs); otherwise run
+    `regression()` once from a reset and write its stats, with spec and seed, to the JSON file
+    FORMA_ARRAY_STATS names (if set)."""
+    from .runner import mutation_config
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    mutants = mutation_config()
+    if mutants:
+        await mutation_runs(dut, streams, mutant_run or regression, *mutants)
+        return
+    await reset(dut, streams)
+    stats = await regression()
+    path = os.environ.get("FORMA_ARRAY_STATS")
+    if path:
+        with open(path, "w") as handle:
+            json.dump({"spec": spec, "seed": seed, **stats}, handle)
