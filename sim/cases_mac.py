@@ -98,19 +98,6 @@ class MacCase:
                         emit="every")
 
     # --- stimulus -----------------------------------------------------------------------------
-    def _codes(self, fmt, values):
-        """Codes of `values` that `fmt` holds exactly (others dropped)."""
-        codes = []
-        for value in values:
-            try:
-                code = fmt.encode(np.array([value]))
-            except (ValueError, SpecError):
-                continue
-            back = fmt.decode(code)[0]
-            if back == value or (np.isnan(back) and np.isnan(value)):
-                codes.append(int(code[0]))
-        return codes
-
     def _extreme(self, fmt, largest):
         codes = fmt.all_codes()
         values = fmt.decode(codes)
@@ -124,16 +111,16 @@ class MacCase:
         fa, fb = self.formats
         top_a, top_b = self._extreme(fa, True), self._extreme(fb, True)
         low_a, low_b = self._extreme(fa, False), self._extreme(fb, False)
-        neg_a = self._codes(fa, [-fa.decode(np.array([top_a], dtype=np.uint64))[0]])
+        neg_a = exact_codes(fa, [-fa.decode(np.array([top_a], dtype=np.uint64))[0]])
         n = ACCUMULATION_BOUND
         streams = [([top_a] * n, [top_b] * n), ([low_a] * n, [low_b] * n)]
         if neg_a:
             streams.append(([top_a, neg_a[0]] * (n // 2), [top_b] * n))
             streams.append(([neg_a[0]] * n, [top_b] * n))
-        one_b = self._codes(fb, [1.0])
+        one_b = exact_codes(fb, [1.0])
         for values in ([np.inf], [-np.inf], [np.nan], [np.inf, -np.inf], [0.0, np.inf],
                        [-0.0], [-0.0, -0.0], [-0.0, 0.0], [1.0, -1.0]):
-            a = self._codes(fa, values)
+            a = exact_codes(fa, values)
             if len(a) == len(values) and one_b:
                 streams.append((a, one_b * len(a)))
         return streams + self.bit_streams()
@@ -218,7 +205,7 @@ class MacCase:
 
     def streams(self, operands):
         """Streams stay whole on a lane; lanes are evened out with one-beat 0 × 0 streams."""
-        zero = tuple(np.array(self._codes(f, [0.0])[:1] or [0], dtype=np.uint64) for f in self.formats)
+        zero = tuple(np.array(exact_codes(f, [0.0])[:1] or [0], dtype=np.uint64) for f in self.formats)
         pad_operands = (*zero, np.ones(1, dtype=np.uint64))
         pad, _ = self.pack(pad_operands)
         last = operands[2]
@@ -240,6 +227,20 @@ class MacCase:
         names = fa.name if fa == fb else f"{fa.name}/{fb.name}"
         return (f"{names} mac, beat {index - begin + 1} of the stream at vector {begin}: "
                 f"{' + '.join(terms)} → got {show(self.out, got)}, expected {show(self.out, expected)}")
+
+
+def exact_codes(fmt, values):
+    """Codes of `values` that `fmt` holds exactly (others dropped)."""
+    codes = []
+    for value in values:
+        try:
+            code = fmt.encode(np.array([value]))
+        except (ValueError, SpecError):
+            continue
+        back = fmt.decode(code)[0]
+        if back == value or (np.isnan(back) and np.isnan(value)):
+            codes.append(int(code[0]))
+    return codes
 
 
 def unit_products(fa, fb, unit):
@@ -307,15 +308,8 @@ def signed_sums(fa, products, targets, limit):
     if not products:
         return []
     sizes = sorted(products)
-    negate = {}
-    for code in {a for a, _ in products.values()}:
-        value = fa.decode(np.array([code], dtype=np.uint64))[0]
-        try:
-            back = fa.encode(np.array([-value]))
-        except (ValueError, SpecError):
-            continue
-        if fa.decode(back)[0] == -value:
-            negate[code] = int(back[0])
+    negate = {code: minus[0] for code in {a for a, _ in products.values()}
+              if (minus := exact_codes(fa, [-fa.decode(np.array([code], dtype=np.uint64))[0]]))}
     lists = []
     for target in targets:
         pairs, rest = [], target

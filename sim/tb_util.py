@@ -8,6 +8,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import FallingEdge, ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
+from .runner import mutation_config
+
 
 async def start(dut, ready=0):
     """Start a 10 ns clock and hold reset for two cycles with no input valid and the output
@@ -151,7 +153,6 @@ async def run_array_test(dut, streams, regression, spec, seed, mutant_run=None):
     `mutant_run` (default `regression`) once per mutant (mutation_runs); otherwise run
     `regression()` once from a reset and write its stats, with spec and seed, to the JSON file
     FORMA_ARRAY_STATS names (if set)."""
-    from .runner import mutation_config
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     mutants = mutation_config()
     if mutants:
