@@ -300,24 +300,33 @@ def tie_targets(out, unit, bits):
     return targets
 
 
+def negations(fa, codes):
+    """{code: the code of its negation} over `codes` of `fa` whose negation `fa` holds exactly."""
+    return {code: minus[0] for code in codes
+            if (minus := exact_codes(fa, [-fa.decode(np.array([code], dtype=np.uint64))[0]]))}
+
+
+def greedy_pairs(products, sizes, target, limit):
+    """[(a, b)]: at most `limit` pairs from `products` ({units: (a, b)}, `sizes` its sorted
+    keys) summing to exactly `target` units, the largest that fit first; None if that misses."""
+    pairs, rest = [], target
+    while sizes and rest >= sizes[0] and len(pairs) < limit:
+        size = sizes[int(np.searchsorted(sizes, rest, side="right")) - 1]
+        pairs.append(products[size])
+        rest -= size
+    return pairs if pairs and not rest else None
+
+
 def signed_sums(fa, products, targets, limit):
     """[(a codes, b codes)] lists of at most `limit` pairs from `products` ({units: (a, b)})
     summing to exactly each of `targets` (units), and (a negated) to minus each: greedy sums of
-    the largest products that fit, the partial sums growing towards the target; skipped where
-    they cannot hit it."""
-    if not products:
-        return []
+    the largest products that fit (greedy_pairs); skipped where they cannot hit it."""
     sizes = sorted(products)
-    negate = {code: minus[0] for code in {a for a, _ in products.values()}
-              if (minus := exact_codes(fa, [-fa.decode(np.array([code], dtype=np.uint64))[0]]))}
+    negate = negations(fa, {a for a, _ in products.values()})
     lists = []
     for target in targets:
-        pairs, rest = [], target
-        while rest >= sizes[0] and len(pairs) < limit:
-            size = sizes[int(np.searchsorted(sizes, rest, side="right")) - 1]
-            pairs.append(products[size])
-            rest -= size
-        if rest or not pairs:
+        pairs = greedy_pairs(products, sizes, target, limit)
+        if pairs is None:
             continue
         lists.append(([a for a, _ in pairs], [b for _, b in pairs]))
         if all(a in negate for a, _ in pairs):

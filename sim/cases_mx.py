@@ -6,9 +6,10 @@ every one of the k positions once (element space ** 2 blocks, each holding k con
 of an order sorted by product magnitude, with NaN/inf pairs spread out), at scales that put each
 block's sum mid-range of the output format; then every scale-corner pair (0, 1, 2, 126, 127,
 128, 253, 254, 255 = NaN) and scales that put sums on the output's overflow, smallest-normal and
-smallest-subnormal edges (and in every subnormal binade), over a fixed set of blocks and blocks
-whose sums set each accumulator bit alone. Random runs replace the sweep by seeded random blocks
-(specials in one block in eight) after the same corners.
+smallest-subnormal edges (and in every subnormal binade, and as many binades past each end as
+the sums have bits), over a fixed set of blocks and blocks whose sums set each accumulator bit
+alone. Random runs replace the sweep by seeded random blocks (specials in one block in eight)
+after the same corners.
 """
 from fractions import Fraction
 
@@ -20,7 +21,7 @@ from .formats.integer import FixedFormat
 from .formats.minifloat import FloatFormat
 from .formats.mx import MXFormat
 from .bulk import pack_fields
-from .cases_mac import bit_targets, signed_sums, unit_products
+from .cases_mac import bit_targets, greedy_pairs, negations, signed_sums, unit_products
 
 CORNER_BLOCKS = 64      # sweep (or random) blocks that every scale corner is applied to
 
@@ -30,20 +31,25 @@ def _top_exponent(m, e):
     return int(e) + abs(int(m)).bit_length() - 1
 
 
-def output_edges(out):
+def output_edges(out, depth=0):
     """Exponents of the output format's edges a sum should land on: the largest value's, one
     above (overflow), the smallest normal's and one below, the smallest step's and two below;
-    for floats every exponent in between too, so each subnormal binade's rounding is met."""
+    for floats every exponent in between too, so each subnormal binade's rounding is met. Then
+    `depth` more beyond each end (past overflow, below the step), where a sum whose leading one
+    the normalization misplaces by up to `depth` bits would come back into range."""
     if isinstance(out, FloatFormat):
         top, normal = out.emax, out.emin
         step = out.emin - out.man_bits if out.has_subnormals else out.emin
-        return sorted({top, top + 1, *range(step - 2, normal + 1)})
-    if isinstance(out, FixedFormat):
-        top = out.raw_max.bit_length() - 1 - out.frac_bits
-        normal = step = -out.frac_bits
-    else:                                             # posit
-        top, normal, step = out.max_scale, 0, out.min_scale
-    return sorted({top, top + 1, normal, normal - 1, step, step - 1, step - 2})
+        edges = {top, top + 1, *range(step - 2, normal + 1)}
+    else:
+        if isinstance(out, FixedFormat):
+            top = out.raw_max.bit_length() - 1 - out.frac_bits
+            normal = step = -out.frac_bits
+        else:                                         # posit
+            top, normal, step = out.max_scale, 0, out.min_scale
+        edges = {top, top + 1, normal, normal - 1, step, step - 1, step - 2}
+    return sorted(edges | set(range(top + 2, top + 2 + depth))
+                  | set(range(step - 2 - depth, step - 2)))
 
 
 def _mid_exponent(out):
@@ -144,8 +150,9 @@ class DotCase:
         return a[blocks], b[blocks]
 
     def _corners(self, ea, eb):
-        """Every scale-corner pair and the output-edge scales over CORNER_BLOCKS of the given
-        blocks (evenly spaced), plus all-zero, all-max and cancelling blocks."""
+        """Every scale-corner pair and the output-edge scales (as deep beyond the ends as the
+        sums have bits) over CORNER_BLOCKS of the given blocks (evenly spaced), plus all-zero,
+        all-max, cancelling and bit blocks."""
         pick = np.linspace(0, len(ea) - 1, min(CORNER_BLOCKS, len(ea))).astype(np.int64)
         codes = self.element.all_codes()
         values = self.element.decode(codes)
@@ -166,11 +173,12 @@ class DotCase:
         sa, sb = np.tile(grid[:, 0], len(base_a)), np.tile(grid[:, 1], len(base_a))
         parts = [(sa, base_a[rows], sb, base_b[rows])]
         m, e = self._unit_sums(base_a, base_b)
+        edges = output_edges(self.out, max(abs(int(x)).bit_length() for x in m))
         edge_rows, edge_sa, edge_sb = [], [], []
         for row, (mi, ei) in enumerate(zip(m, e)):
             if not mi:
                 continue
-            for target in output_edges(self.out):
+            for target in edges:
                 for x, y in self._split(target - _top_exponent(mi, ei)):
                     edge_rows.append(row)
                     edge_sa.append(x)
@@ -196,6 +204,56 @@ class DotCase:
             places = (row + np.arange(len(a))) % self.k
             ea[row, places], eb[row, places] = a, b
         return ea, eb
+
+    def value_blocks(self, values):
+        """(sa, ea, sb, eb) block pairs whose exact dot is each of `values` (finite floats), and
+        the indices of the values they make. A value n * 2**e (n odd) is a greedy sum of at most
+        k products (greedy_pairs) equal to n shifted left as little as the scale range allows,
+        the A elements negated for a negative value, the products rotated through the positions
+        and the scales splitting the rest evenly; a zero is two blocks of zero codes. Values no
+        block pair reaches (too many significant bits for k products, or beyond the scales'
+        range) are left out."""
+        from ..hdl.float_mac import lsb_exponent
+        unit = 2 * lsb_exponent(self.element)
+        products = unit_products(self.element, self.element, Fraction(2) ** unit)
+        sizes = sorted(products)
+        negate = negations(self.element, {a for a, _ in products.values()})
+        zero = int(self.element.encode(np.zeros(1))[0])
+        reach, room = self.k * sizes[-1], self.scale_top - self.bias
+        made, sa, ea, sb, eb = [], [], [], [], []
+        for index, value in enumerate(values):
+            if not np.isfinite(value):
+                continue
+            pairs, shift = [], 0
+            if value:
+                ratio = Fraction(float(abs(value)))           # its denominator a power of two
+                zeros = (ratio.numerator & -ratio.numerator).bit_length() - 1
+                odd = ratio.numerator >> zeros
+                exponent = zeros - (ratio.denominator.bit_length() - 1) - unit
+                for left in range(max(0, exponent - 2 * room), reach.bit_length()):
+                    if exponent - left < -2 * self.bias or (odd << left) > reach:
+                        break
+                    pairs = greedy_pairs(products, sizes, odd << left, self.k)
+                    if pairs and (value > 0 or all(a in negate for a, _ in pairs)):
+                        shift = exponent - left
+                        break
+                    pairs = []
+                if not pairs:
+                    continue
+            places = (index + np.arange(len(pairs))) % self.k
+            row_a, row_b = np.full(self.k, zero), np.full(self.k, zero)
+            row_a[places] = [a if value > 0 else negate[a] for a, _ in pairs]
+            row_b[places] = [b for _, b in pairs]
+            total = 2 * self.bias + shift
+            made.append(index)
+            sa.append(total // 2)
+            sb.append(total - total // 2)
+            ea.append(row_a)
+            eb.append(row_b)
+        blocks = np.array(ea, dtype=np.uint64).reshape(-1, self.k), \
+            np.array(eb, dtype=np.uint64).reshape(-1, self.k)
+        return ((np.array(sa, dtype=np.uint64), blocks[0], np.array(sb, dtype=np.uint64),
+                 blocks[1]), np.array(made, dtype=np.int64))
 
     @staticmethod
     def _join(parts):

@@ -238,17 +238,18 @@ def mx_block_dots(a_scales, a_elements, w_scales, w_elements, mx_format, out_for
     fmt, out = parse_format(mx_format), parse_format(out_format)
     k = fmt.block_size
     a = mx_blocks(a_elements, k)
-    w = mx_blocks(np.asarray(w_elements).T, k)
-    (m, length), n = a.shape, w.shape[0]
-    a_scales, w_scales = np.asarray(a_scales), np.asarray(w_scales).T
-    if a_scales.shape != (m, length // k) or w_scales.shape != (n, length // k):
+    w = mx_blocks(np.swapaxes(np.asarray(w_elements), -1, -2), k)
+    (m, length), n = a.shape[-2:], w.shape[-2]
+    a_scales, w_scales = np.asarray(a_scales), np.swapaxes(np.asarray(w_scales), -1, -2)
+    if a_scales.shape[-2:] != (m, length // k) or w_scales.shape[-2:] != (n, length // k):
         raise ValueError(f"{fmt.name}: scales must be M x KB and KB x N with KB = {length // k} "
-                         f"blocks of {k}, got {a_scales.shape} and {w_scales.T.shape}")
-    pairs = (m, n)
-    return fmt.block_dot(np.broadcast_to(a_scales[:, None, :], pairs + (length // k,)),
-                         np.broadcast_to(a[:, None, :], pairs + (length,)),
-                         np.broadcast_to(w_scales[None, :, :], pairs + (length // k,)),
-                         np.broadcast_to(w[None, :, :], pairs + (length,)), out)
+                         f"blocks of {k}, got {a_scales.shape[-2:]} and "
+                         f"{w_scales.shape[-2:][::-1]}")
+    pairs = np.broadcast_shapes(a.shape[:-2], w.shape[:-2]) + (m, n)
+    return fmt.block_dot(np.broadcast_to(a_scales[..., :, None, :], pairs + (length // k,)),
+                         np.broadcast_to(a[..., :, None, :], pairs + (length,)),
+                         np.broadcast_to(w_scales[..., None, :, :], pairs + (length // k,)),
+                         np.broadcast_to(w[..., None, :, :], pairs + (length,)), out)
 
 
 def mx_matmul(a_scales, a_elements, w_scales, w_elements, mx_format, out_format):
@@ -257,6 +258,7 @@ def mx_matmul(a_scales, a_elements, w_scales, w_elements, mx_format, out_format)
     W block (kb, j)) each rounded once to out_format (round to nearest even, non-saturating);
     the first block's value starts the sum and each later one is added by out_format's
     round-to-nearest-even addition (`out_format.add`).
+    Leading dimensions before M x K and K x N broadcast: a stack of matmuls.
 
     a_elements: M x K element codes (blocks run along K), a_scales: M x KB E8M0 scale codes;
     w_elements: K x N, w_scales: KB x N; KB = ceil(K / block size), a partial last block padded

@@ -13,6 +13,7 @@ from forma.errors import SpecError
 from forma.generators import to_verilog
 from forma.hdl.mx_pe import MXDotPE
 from forma.sim.bulk import pack_fields, run_bulk
+from forma.sim.cases import corner_codes, random_codes
 from forma.sim.cases_mx import DotCase
 from forma.sim.formats import parse_format
 from forma.sim.formats.exact import round_float, value
@@ -119,6 +120,22 @@ def test_sweep_puts_every_element_pair_in_every_position():
     assert {0, 1, 127, 254, 255} <= set(sa.tolist()) and {0, 1, 127, 254, 255} <= set(sb.tolist())
 
 
+def test_sums_reach_past_each_end_of_the_output_range_by_their_width():
+    """The dot's corners put sums on every exponent from the output's top to as many binades
+    beyond its overflow, and from its smallest step down as many binades as the sums have bits:
+    a normalization that misplaces the leading one by up to that many bits shows."""
+    case = DotCase.parse(["mxfp4"], "float16", 1)
+    sa, ea, sb, eb = case.exhaustive()
+    m, e, nan = case.format.block_dot_exact(sa, ea.ravel(), sb, eb.ravel())
+    unit = np.full(len(ea), case.bias)
+    width = max(abs(int(x)).bit_length()
+                for x in case.format.block_dot_exact(unit, ea.ravel(), unit, eb.ravel())[0])
+    assert width == (32 * 144).bit_length()            # 32 products of 6 * 6 in units of 1/4
+    tops = {int(x) + abs(int(y)).bit_length() - 1 for x, y, z in zip(e, m, nan) if y and not z}
+    assert set(range(-24 - 2 - width, -24)) <= tops      # float16: steps of 2**-24, top 2**15
+    assert set(range(15, 15 + 2 + width)) <= tops
+
+
 def test_corner_blocks_sum_to_every_accumulator_bit():
     """Blocks whose exact sums are +-2**j and +-(2**j - 1) product units for every bit j a block
     of 32 mxfp4 products reaches (up to 32 · 36 / 0.25), their products in every position."""
@@ -131,6 +148,44 @@ def test_corner_blocks_sum_to_every_accumulator_bit():
     top = (32 * 144).bit_length()
     assert sums == {s * t for j in range(top) for t in (1 << j, (1 << j) - 1) if t for s in (1, -1)}
     assert {int(p) for p in np.flatnonzero((ea != zero).any(axis=0))} == set(range(case.k))
+
+
+@pytest.mark.parametrize("name, out_name", [("mxfp4", "float16"), ("mxfp8_e4m3", "float32"),
+                                            ("mxint8", "float32"), ("mxfp6_e2m3", "bfloat16")])
+def test_value_blocks_dot_to_exactly_each_value(name, out_name, seed):
+    """Every value value_blocks makes is the exact dot of its block pair (Fractions from the bit
+    fields): signs, zero, subnormals and the largest finite values included. The greedy sums
+    leave out only values whose significand (in units of the smallest product) is beyond half of
+    what k of the largest positive products sum to."""
+    print(f"seed {seed}")
+    case = DotCase.parse([name], out_name, 1)
+    out = case.out
+    codes = np.concatenate([random_codes(out, 2000, np.random.default_rng(seed)),
+                            corner_codes(out)])
+    values = out.decode(codes)
+    (sa, ea, sb, eb), made = case.value_blocks(values)
+    assert len(made) == len(sa) == len(ea) and (sa < case.scale_nan).all() and (sb < case.scale_nan).all()
+    element = case.element
+    for row, index in enumerate(made):
+        exact = sum(Fraction(float(x)) * Fraction(float(y))
+                    for x, y in zip(element.decode(ea[row]), element.decode(eb[row])))
+        assert exact * Fraction(2) ** (int(sa[row]) + int(sb[row]) - 2 * case.bias) == \
+            Fraction(float(values[index])), (index, values[index])
+    finite = set(np.flatnonzero(np.isfinite(values)).tolist())
+    left_out = sorted(finite - set(made.tolist()))
+    magnitudes = [Fraction(float(x)) for x in element.decode(element.all_codes())
+                  if np.isfinite(x) and x > 0]
+    reach, smallest = case.k * max(magnitudes) ** 2, min(magnitudes) ** 2
+    for index in left_out:     # beyond half of what k of the largest positive products sum to
+        significand = Fraction(float(abs(values[index])))
+        while significand.denominator > 1:
+            significand *= 2
+        while significand.numerator % 2 == 0:
+            significand /= 2
+        assert significand * smallest > reach / 2, (index, values[index])
+    signs = np.sign(values[made])
+    assert {-1.0, 0.0, 1.0} <= set(signs.tolist())
+    print(f"{len(made)} of {len(finite)} finite {out.name} values made by {name} block pairs")
 
 
 def test_reference_against_exact_fractions(seed):

@@ -217,6 +217,7 @@ def test_family_mutation_score(op, formats, options, mutants, share, tmp_path, s
 DESIGNS = ["array rows=2 cols=2 a=int4 w=int4",
            "array rows=2 cols=2 a=int4 w=int4 dataflow=os",
            "array rows=2 cols=2 a=float4_e2m1fn w=float4_e2m1fn out=float8_e4m3fn",
+           "array rows=2 cols=2 a=mxfp4 w=mxfp4 out=float16",
            "mac a=int8 w=int8 stages=2",
            "mac a=int4 w=uint3 acc=int7"]
 

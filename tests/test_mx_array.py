@@ -11,13 +11,15 @@ import numpy as np
 import pytest
 
 from forma.errors import SpecError
-from forma.generators import elaborate, spec_of, to_verilog
+from forma.generators import elaborate, parameters_of, spec_of, to_verilog
 from forma.generators.designs import cocotb_module_for
 from forma.hdl.mx_array import MXSystolicArray
 from forma.sim import matmul
+from forma.sim.cases_mx import DotCase
 from forma.sim.formats import parse_format
 from forma.sim.formats.exact import NAN, NINF, PINF, round_float, value
 from forma.sim.runner import cocotb_env, run_cocotb
+from forma.sim.tb_mx_array import DOT_ITEMS, item_tiles, sum_items
 
 SCALE_CORNERS = (0, 1, 127, 128, 254, 255)
 
@@ -179,6 +181,19 @@ def test_blocks_are_summed_one_rounding_each_in_order():
     assert int(c[0, 0]) == 0x80000000
 
 
+def test_stacked_matmuls_equal_each_alone(seed):
+    """mx_matmul over a stack of matmuls (leading dimensions) equals each matmul computed alone."""
+    print(f"seed {seed}")
+    rng = np.random.default_rng(seed)
+    fmt = parse_format("mxfp6_e3m2")
+    stack = [random_operands(rng, fmt, 3, 64, 2) for _ in range(5)]
+    stacked = matmul.mx_matmul(*(np.stack([s[part] for s in stack]) for part in range(4)), fmt,
+                               "bfloat16")
+    assert stacked.shape == (5, 3, 2)
+    for index, operands in enumerate(stack):
+        assert (stacked[index] == matmul.mx_matmul(*operands, fmt, "bfloat16")).all(), index
+
+
 def test_partial_last_block_is_zero_padded():
     rng = np.random.default_rng(1)
     fmt = parse_format("mxfp8_e4m3")
@@ -220,6 +235,32 @@ def test_verilog_is_deterministic():
     assert to_verilog(elaborate(spec)) == to_verilog(elaborate(spec))
 
 
+@pytest.mark.parametrize("rows, cols", [(2, 2), (3, 2), (1, 3), (2, 4)])
+def test_item_tiles_bring_every_item_to_every_pe(rows, cols):
+    """Each item of the MX array's item phases meets itself (its own A and W blocks, its own
+    result) on every PE, in max(rows, cols) tiles per item (whole tiles of min(rows, cols))."""
+    array = parameters_of(f"array rows={rows} cols={cols} a=mxfp4 out=float16")
+    items = tuple(part[:7] for part in sum_items(array, 400, 1))
+    tiles = item_tiles(array, *items)
+    side = min(rows, cols)
+    assert len(tiles) == max(rows, cols) * -(-7 // side) * side
+    for p in range(7):
+        alone = matmul.mx_matmul(items[0][p][None], items[1][p].reshape(1, -1),
+                                 items[2][p][:, None], items[3][p].reshape(-1, 1),
+                                 array.format, array.out_format)[0, 0]
+        seen = set()
+        for _, tsa, ta, tsw, tw in tiles:
+            result = matmul.mx_matmul(tsa, ta, tsw, tw, array.format, array.out_format)
+            for r in range(rows):
+                for c in range(cols):
+                    if ((ta[r] == items[1][p].ravel()).all() and (tsa[r] == items[0][p]).all()
+                            and (tw[:, c] == items[3][p].ravel()).all()
+                            and (tsw[:, c] == items[2][p]).all()):
+                        assert result[r, c] == alone
+                        seen.add((r, c))
+        assert seen == {(r, c) for r in range(rows) for c in range(cols)}, p
+
+
 def run_mx_array(spec, seed, vectors, build):
     stats = build / "stats.json"
     result = run_cocotb(to_verilog(elaborate(spec)), "forma.sim.tb_mx_array", build,
@@ -239,10 +280,15 @@ def run_mx_array(spec, seed, vectors, build):
                  marks=pytest.mark.bench)])
 def test_mx_array_matches_reference(spec, seed, tmp_path_factory):
     """2x2 arrays: full-rate tiles (MACs/cycle >= 95% of 2*2*32, fill as documented), then
-    ragged 1-3-block matmuls with scale/element corners under stalls."""
+    ragged 1-3-block matmuls with scale/element corners under stalls, then the dot PE's block
+    pairs (all of its sweep and corners, up to DOT_ITEMS) and exact block-dot sums through
+    every PE."""
     stats = run_mx_array(spec, seed, 1000, tmp_path_factory.mktemp("mx_array"))
     assert stats["macs_per_cycle"] >= 0.95 * stats["ideal"], stats
     assert min(stats["outputs_by_blocks"].values()) > 0
+    array = parameters_of(spec)
+    sweep = len(DotCase(array.format, array.out_format, 1).exhaustive()[0])
+    assert stats["dot_items"] == min(sweep, DOT_ITEMS) and stats["sum_items"] > 1000, stats
 
 
 @pytest.mark.sim
