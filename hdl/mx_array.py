@@ -50,6 +50,9 @@ def _out_format(out):
     if not isinstance(fmt, FloatFormat) or not fmt.has_zero:
         raise SpecError(f"out={fmt.name}: MX arrays sum their block dots in a float format with "
                         f"a zero (e.g. float32, bfloat16, float16, float8_e4m3fn)")
+    if not fmt.has_nan:
+        raise SpecError(f"out={fmt.name}: MX arrays need an out format with a NaN (a NaN scale "
+                        f"or element makes a block dot NaN); use e.g. float16 or float8_e4m3fn")
     return fmt
 
 
@@ -122,7 +125,7 @@ class MXSystolicArray(wiring.Component):
 
     a, w: one E8M0-scaled MX format (or its name) for both operands (the MX dot PE's: mxfp8_e4m3,
     mxfp8_e5m2, mxfp6_e3m2, mxfp6_e2m3, mxfp4, mxint8); out: the float format every block dot is
-    rounded to and the sums are kept in (default float32).
+    rounded to and the sums are kept in (default float32), one with a zero and a NaN.
     """
 
     family = "mx"
