@@ -290,7 +290,8 @@ def tie_targets(out, unit, bits):
             here, above = out.decode(np.concatenate([code, code + 1]))
         except (ValueError, SpecError, OverflowError):
             continue
-        if not (np.isfinite(above) and Fraction(float(here)) == value and above > here):
+        if not (np.isfinite([here, above]).all() and Fraction(float(here)) == value
+                and above > here):
             continue
         half = (Fraction(float(above)) - value) / 2 / unit
         if half.denominator == 1 and half >= 1:

@@ -8,10 +8,12 @@ block's sum mid-range of the output format; then every scale-corner pair (0, 1, 
 128, 253, 254, 255 = NaN) and scales that put sums on the output's overflow, smallest-normal and
 smallest-subnormal edges (and in every subnormal binade, and as many binades past each end as
 the sums have bits), over a fixed set of blocks and blocks whose sums set each accumulator bit
-alone. Random runs replace the sweep by seeded random blocks (specials in one block in eight)
-after the same corners.
+alone; and blocks whose dots are the output's rounding ties, at every binade a block reaches.
+Random runs replace the sweep by seeded random blocks (specials in one block in eight) after the
+same corners.
 """
 from fractions import Fraction
+from functools import cached_property
 
 import numpy as np
 
@@ -21,7 +23,8 @@ from .formats.integer import FixedFormat
 from .formats.minifloat import FloatFormat
 from .formats.mx import MXFormat
 from .bulk import pack_fields
-from .cases_mac import bit_targets, greedy_pairs, negations, signed_sums, unit_products
+from .cases_mac import (bit_targets, greedy_pairs, negations, signed_sums, tie_targets,
+                        unit_products)
 
 CORNER_BLOCKS = 64      # sweep (or random) blocks that every scale corner is applied to
 
@@ -29,6 +32,13 @@ CORNER_BLOCKS = 64      # sweep (or random) blocks that every scale corner is ap
 def _top_exponent(m, e):
     """floor(log2|m * 2**e|) for nonzero integer m (exact, Python ints)."""
     return int(e) + abs(int(m)).bit_length() - 1
+
+
+def _odd_significand(value):
+    """(n, e) with n odd and n * 2**e == value, for a nonzero dyadic value (float or Fraction)."""
+    ratio = Fraction(value)
+    zeros = (ratio.numerator & -ratio.numerator).bit_length() - 1
+    return ratio.numerator >> zeros, zeros - (ratio.denominator.bit_length() - 1)
 
 
 def output_edges(out, depth=0):
@@ -152,7 +162,7 @@ class DotCase:
     def _corners(self, ea, eb):
         """Every scale-corner pair and the output-edge scales (as deep beyond the ends as the
         sums have bits) over CORNER_BLOCKS of the given blocks (evenly spaced), plus all-zero,
-        all-max, cancelling and bit blocks."""
+        all-max, cancelling and bit blocks; then the tie blocks."""
         pick = np.linspace(0, len(ea) - 1, min(CORNER_BLOCKS, len(ea))).astype(np.int64)
         codes = self.element.all_codes()
         values = self.element.decode(codes)
@@ -186,16 +196,34 @@ class DotCase:
         edge_rows = np.array(edge_rows, dtype=np.int64)
         parts.append((np.array(edge_sa, dtype=np.uint64), base_a[edge_rows],
                       np.array(edge_sb, dtype=np.uint64), base_b[edge_rows]))
-        return parts
+        return parts + [self._tie_blocks()]
+
+    def _tie_blocks(self):
+        """Block pairs whose exact dots are the output format's ties (tie_targets: halfway
+        above each power of two from two binades below its smallest step to its overflow, even
+        and odd, and with each lower bit alone breaking the tie), both signs, where block pairs
+        reach them (value_blocks)."""
+        edges = output_edges(self.out)
+        unit = Fraction(2) ** edges[0]
+        reach = self.k * max(self.products[1])        # the largest odd significand in reach
+        ties = [float(t * unit) for t in tie_targets(self.out, unit, edges[-1] - edges[0] + 1)
+                if _odd_significand(t * unit)[0] <= reach]
+        return self.value_blocks(ties + [-t for t in ties])[0]
+
+    @cached_property
+    def products(self):
+        """(unit exponent, {product in units: (a code, b code)}): the element format's positive
+        products, in units of its smallest product (unit_products)."""
+        from ..hdl.float_mac import lsb_exponent
+        unit = 2 * lsb_exponent(self.element)
+        return unit, unit_products(self.element, self.element, Fraction(2) ** unit)
 
     def _bit_blocks(self, zero):
         """(ea, eb) blocks whose exact sums are +-2**j and 2**j - 1 product units for every
         accumulator bit j a block reaches (signed_sums; the rest of a block zero codes, the
         products rotated through the positions), so every leading-one position and run of low
         ones meets the scale corners and output edges."""
-        from ..hdl.float_mac import lsb_exponent
-        unit = Fraction(2) ** (2 * lsb_exponent(self.element))
-        products = unit_products(self.element, self.element, unit)
+        products = self.products[1]
         bits = (self.k * max(products, default=0)).bit_length()
         lists = signed_sums(self.element, products, bit_targets(bits), self.k)
         ea = np.full((len(lists), self.k), zero, dtype=np.uint64)
@@ -213,9 +241,7 @@ class DotCase:
         and the scales splitting the rest evenly; a zero is two blocks of zero codes. Values no
         block pair reaches (too many significant bits for k products, or beyond the scales'
         range) are left out."""
-        from ..hdl.float_mac import lsb_exponent
-        unit = 2 * lsb_exponent(self.element)
-        products = unit_products(self.element, self.element, Fraction(2) ** unit)
+        unit, products = self.products
         sizes = sorted(products)
         negate = negations(self.element, {a for a, _ in products.values()})
         zero = int(self.element.encode(np.zeros(1))[0])
@@ -226,10 +252,8 @@ class DotCase:
                 continue
             pairs, shift = [], 0
             if value:
-                ratio = Fraction(float(abs(value)))           # its denominator a power of two
-                zeros = (ratio.numerator & -ratio.numerator).bit_length() - 1
-                odd = ratio.numerator >> zeros
-                exponent = zeros - (ratio.denominator.bit_length() - 1) - unit
+                odd, exponent = _odd_significand(abs(value))
+                exponent -= unit
                 for left in range(max(0, exponent - 2 * room), reach.bit_length()):
                     if exponent - left < -2 * self.bias or (odd << left) > reach:
                         break

@@ -136,6 +136,37 @@ def test_sums_reach_past_each_end_of_the_output_range_by_their_width():
     assert set(range(15, 15 + 2 + width)) <= tops
 
 
+@pytest.mark.parametrize("out_name, binades", [("float16", range(-24, 16)),
+                                                ("bfloat16", range(-133, -120))])
+def test_tie_blocks_dot_to_halfway_between_output_neighbours(out_name, binades):
+    """The dot's tie blocks sum exactly halfway between two neighbouring output values, below
+    an even and an odd code, in every binade from the smallest step up (float16: to the top;
+    bfloat16: where 32 mxfp4 products still hold 9 significant bits, its subnormals), both
+    signs; others sit just above halfway, one low bit breaking the tie."""
+    case = DotCase.parse(["mxfp4"], out_name, 1)
+    sa, ea, sb, eb = case._tie_blocks()
+    m, e, _ = case.format.block_dot_exact(sa, ea.ravel(), sb, eb.ravel())
+    codes = case.out.all_codes()
+    values = case.out.decode(codes)
+    keep = np.isfinite(values) & (values >= 0) & ((codes >> (case.out.bits - 1)) == 0)
+    codes, values = codes[keep], values[keep]
+    order = np.argsort(values)
+    codes, values = codes[order], np.array([Fraction(float(v)) for v in values[order]])
+    seen, signs = set(), set()
+    for x, y in zip(m, e):
+        exact = Fraction(int(x)) * Fraction(2) ** int(y)
+        signs.add(exact > 0)
+        place = int(np.searchsorted(values, abs(exact)))
+        low, high = values[place - 1], values[place]
+        assert low < abs(exact) < high and abs(exact) - low >= (high - low) / 2, exact
+        if abs(exact) - low == (high - low) / 2:
+            seen.add((low.numerator.bit_length() - low.denominator.bit_length(),
+                      int(codes[place - 1]) % 2))
+    lowest = (binades[0], 0)                  # the smallest step's binade holds one code, odd
+    assert {(b, parity) for b in binades for parity in (0, 1)} - {lowest} <= seen
+    assert signs == {True, False}
+
+
 def test_corner_blocks_sum_to_every_accumulator_bit():
     """Blocks whose exact sums are +-2**j and +-(2**j - 1) product units for every bit j a block
     of 32 mxfp4 products reaches (up to 32 · 36 / 0.25), their products in every position."""
