@@ -274,10 +274,11 @@ class DotCase:
             sb.append(total - total // 2)
             ea.append(row_a)
             eb.append(row_b)
-        blocks = np.array(ea, dtype=np.uint64).reshape(-1, self.k), \
-            np.array(eb, dtype=np.uint64).reshape(-1, self.k)
-        return ((np.array(sa, dtype=np.uint64), blocks[0], np.array(sb, dtype=np.uint64),
-                 blocks[1]), np.array(made, dtype=np.int64))
+        def stack(rows):
+            return np.array(rows, dtype=np.uint64).reshape(-1, self.k)
+        operands = (np.array(sa, dtype=np.uint64), stack(ea), np.array(sb, dtype=np.uint64),
+                    stack(eb))
+        return operands, np.array(made, dtype=np.int64)
 
     @staticmethod
     def _join(parts):

@@ -261,7 +261,8 @@ async def regression(dut, array, seed, count):
     # Phase 1: full rate, tiles of max(rows, 2) blocks: no `last` stalls, fill and drain measured.
     blocks = max(rows, 2)
     m = rows * max(2, count // (8 * rows * cols))
-    stream = MatmulStream(array, *random_matmul(rng, operands, "uniform", m, blocks * k, 2 * cols))
+    matrices = random_matmul(rng, operands, "uniform", m, blocks * k, 2 * cols)
+    stream = MatmulStream(array, *matrices)
     stats = await run_stream(dut, stream, rng, True)
     check_product(stream)
     assert stats["fill"] == array.latency, f"fill {stats['fill']} cycles, documented {array.latency}"

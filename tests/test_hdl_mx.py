@@ -195,7 +195,8 @@ def test_value_blocks_dot_to_exactly_each_value(name, out_name, seed):
                             corner_codes(out)])
     values = out.decode(codes)
     (sa, ea, sb, eb), made = case.value_blocks(values)
-    assert len(made) == len(sa) == len(ea) and (sa < case.scale_nan).all() and (sb < case.scale_nan).all()
+    assert len(made) == len(sa) == len(ea)
+    assert (sa < case.scale_nan).all() and (sb < case.scale_nan).all()
     element = case.element
     for row, index in enumerate(made):
         exact = sum(Fraction(float(x)) * Fraction(float(y))
