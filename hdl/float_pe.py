@@ -239,16 +239,19 @@ class Pipeline:
     """Registers at the chosen cut points, all loading on `advance` (a global stall).
 
     `valid` follows the data through every register taken; `cut(point, *values)` returns the
-    values registered when `point` was chosen, else unchanged.
+    values registered when `point` was chosen, else unchanged. With `reset_data` False only the
+    valid registers reset (the arrays' rule, `forma.hdl.pipeline`).
     """
 
-    def __init__(self, m, advance, valid, cuts):
+    def __init__(self, m, advance, valid, cuts, reset_data=True):
         self.m, self.advance, self.valid, self.cuts = m, advance, valid, set(cuts)
+        self.reset_data = reset_data
 
     def cut(self, point, *values):
         if point not in self.cuts:
             return values
-        self.valid, *out = register(self.m, self.advance, point, (self.valid,) + values)
+        data = () if self.reset_data else range(1, len(values) + 1)
+        self.valid, *out = register(self.m, self.advance, point, (self.valid,) + values, data)
         return tuple(out)
 
 

@@ -48,12 +48,13 @@ def shift_right_sticky(value, amount):
     return wide[reach:], wide[:reach].any()
 
 
-def register(m, enable, point, values):
+def register(m, enable, point, values, reset_less=()):
     """`values` (Values or Views) registered, loading while `enable` is 1, as signals named
-    `point`_index (Views stay Views of the same layout)."""
+    `point`_index (Views stay Views of the same layout); those whose index is in `reset_less`
+    take no reset (data registers, `forma.hdl.pipeline`)."""
     out = []
     for index, value in enumerate(values):
-        reg = Signal(value.shape(), name=f"{point}_{index}")
+        reg = Signal(value.shape(), name=f"{point}_{index}", reset_less=index in reset_less)
         with m.If(enable):
             m.d.sync += reg.eq(value)
         out.append(reg)

@@ -19,7 +19,8 @@ passes both on registered (row r enters r cycles late, column c c cycles late, s
 sees beat k at cycle k + r + c), computes the block dot with `MXDotPE.block_dot` pipelined at all
 of its cut points (`DOT_LATENCY` = 4 cycles including its result register), and adds it to its
 accumulator with one float adder (decode, `add_unpacked`, encode: the FloatAdder's datapath) in
-a one-cycle loop, so a PE accepts a block every cycle.
+a one-cycle loop, so a PE accepts a block every cycle. Only the valid and `restart` registers
+reset: data registers take none (`forma.hdl.pipeline`).
 
 Schedule: lock-step; the whole array advances on a cycle when the output register is empty or
 being read, so a stalled output holds every register and a cycle without input travels through as
@@ -40,7 +41,7 @@ from .array import MAX_SIDE, accept_tiles
 from .float_pe import (Pipeline, add_unpacked, decoder_for, encoder_for, precision_of,
                        unit_ports, connect_value)
 from .mx_pe import MXDotPE, mx_format
-from .pipeline import delay
+from .pipeline import data_register, delay
 
 DOT_LATENCY = 1 + len(MXDotPE.CUTS)
 
@@ -93,30 +94,33 @@ class MXDotCell(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         advance, dot = self.advance, self.dot
+        bits = self.out_format.bits
+        a, w, last_in = (delay(m, advance, port, 1, name, data=True)
+                         for port, name in ((self.a, "a"), (self.w, "w"), (self.last, "last_in")))
         with m.If(advance):
-            m.d.sync += [self.a_out.eq(self.a), self.w_out.eq(self.w),
-                         self.valid_out.eq(self.valid), self.last_out.eq(self.last)]
+            m.d.sync += self.valid_out.eq(self.valid)
+        m.d.comb += [self.a_out.eq(a), self.w_out.eq(w), self.last_out.eq(last_in)]
         field = dot.block_size * dot.format.bits
         payload = Signal(data.Layout.cast(dot.i.payload.shape()))
-        m.d.comb += [payload.a.eq(self.a_out[:field]), payload.sa.eq(self.a_out[field:]),
-                     payload.b.eq(self.w_out[:field]), payload.sb.eq(self.w_out[field:])]
-        pipe = Pipeline(m, advance, self.valid_out, dot.CUTS)
+        m.d.comb += [payload.a.eq(a[:field]), payload.sa.eq(a[field:]),
+                     payload.b.eq(w[:field]), payload.sb.eq(w[field:])]
+        pipe = Pipeline(m, advance, self.valid_out, dot.CUTS, reset_data=False)
         code = dot.block_dot(m, pipe, payload)
-        last = delay(m, advance, self.last_out, len(dot.CUTS), "last", data=False)
-
-        block_dot = Signal(self.out_format.bits)
-        dot_valid, dot_last = Signal(), Signal()
+        block_dot, dot_last = (delay(m, advance, value, cycles, name, data=True)
+                               for value, cycles, name in ((code, 1, "block_dot"),
+                                                           (last_in, len(dot.CUTS) + 1, "last")))
+        dot_valid = Signal()
         with m.If(advance):
-            m.d.sync += [block_dot.eq(code), dot_valid.eq(pipe.valid), dot_last.eq(last)]
+            m.d.sync += dot_valid.eq(pipe.valid)
 
-        acc = Signal(self.out_format.bits)
+        acc, done = data_register(bits, "acc"), data_register(bits, "done")
         restart = Signal(init=1)        # the next block dot starts a tile
         total = Mux(restart, block_dot, add_codes(m, self.out_format, acc, block_dot, "acc"))
-        m.d.comb += self.finished.eq(dot_valid & dot_last)
+        m.d.comb += [self.finished.eq(dot_valid & dot_last), self.done.eq(done)]
         with m.If(advance & dot_valid):
             m.d.sync += [acc.eq(total), restart.eq(dot_last)]
             with m.If(dot_last):
-                m.d.sync += self.done.eq(total)
+                m.d.sync += done.eq(total)
         return m
 
 
@@ -189,7 +193,7 @@ class MXSystolicArray(wiring.Component):
         codes = []
         for c in range(cols):
             drain_load = Signal(name=f"drain_load_{c}")
-            drain = [Signal(self.out_format.bits, name=f"drain_{r}_{c}") for r in range(rows)]
+            drain = [data_register(self.out_format.bits, f"drain_{r}_{c}") for r in range(rows)]
             drain_valid = [Signal(name=f"drain_valid_{r}_{c}") for r in range(rows)]
             with m.If(advance):
                 m.d.sync += drain_load.eq(cells[rows - 1][c].finished)
