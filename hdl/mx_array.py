@@ -106,9 +106,8 @@ class MXDotCell(wiring.Component):
                      payload.b.eq(w[:field]), payload.sb.eq(w[field:])]
         pipe = Pipeline(m, advance, self.valid_out, dot.CUTS, reset_data=False)
         code = dot.block_dot(m, pipe, payload)
-        block_dot, dot_last = (delay(m, advance, value, cycles, name, data=True)
-                               for value, cycles, name in ((code, 1, "block_dot"),
-                                                           (last_in, len(dot.CUTS) + 1, "last")))
+        block_dot = delay(m, advance, code, 1, "block_dot", data=True)
+        dot_last = delay(m, advance, last_in, len(dot.CUTS) + 1, "last", data=True)
         dot_valid = Signal()
         with m.If(advance):
             m.d.sync += dot_valid.eq(pipe.valid)
