@@ -12,8 +12,8 @@ from amaranth.lib.wiring import In, Out
 
 from forma.generators import elaborate, to_verilog
 from forma.sim.cases import Case
-from forma.sim.mutate import (MutationError, miter_verilog, module_ports, mutant_netlist, mutate,
-                              prove_equivalent)
+from forma.sim.mutate import (PROOF_SECONDS, MutationError, miter_verilog, module_ports,
+                              mutant_netlist, mutate, prove_equivalent)
 from forma.sim.mutate_design import mutate_design
 from forma.sim.tb_util import first_difference
 
@@ -220,6 +220,9 @@ DESIGNS = ["array rows=2 cols=2 a=int4 w=int4",
            "array rows=2 cols=2 a=mxfp4 w=mxfp4 out=float16",
            "mac a=int8 w=int8 stages=2",
            "mac a=int4 w=uint3 acc=int7"]
+# Wall-clock seconds per proof where the default is tight: the MX array's miter has ~92k cells,
+# and one proof takes about 75 s on a core of its own, far longer beside other jobs.
+PROOF_SECONDS_OF = {"array rows=2 cols=2 a=mxfp4 w=mxfp4 out=float16": 600}
 
 
 @pytest.mark.bench
@@ -227,7 +230,8 @@ DESIGNS = ["array rows=2 cols=2 a=int4 w=int4",
 @pytest.mark.parametrize("spec", DESIGNS)
 def test_design_mutation_score(spec, tmp_path, seed):
     print(f"mutant sample and stimulus seed {seed}")
-    report = mutate_design(spec, tmp_path, mutants=100, seed=seed)
+    report = mutate_design(spec, tmp_path, mutants=100, seed=seed,
+                           proof_seconds=PROOF_SECONDS_OF.get(spec, PROOF_SECONDS))
     print("\n".join(report_lines(report)))
     print(report.summary, report.seconds)
     distinguishable = len(report.outcomes) - report.count("equivalent")
