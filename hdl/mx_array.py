@@ -95,8 +95,9 @@ class MXDotCell(wiring.Component):
         m = Module()
         advance, dot = self.advance, self.dot
         bits = self.out_format.bits
-        a, w, last_in = (delay(m, advance, port, 1, name, data=True)
-                         for port, name in ((self.a, "a"), (self.w, "w"), (self.last, "last_in")))
+        a = delay(m, advance, self.a, 1, "a", data=True)
+        w = delay(m, advance, self.w, 1, "w", data=True)
+        last_in = delay(m, advance, self.last, 1, "last_in", data=True)
         with m.If(advance):
             m.d.sync += self.valid_out.eq(self.valid)
         m.d.comb += [self.a_out.eq(a), self.w_out.eq(w), self.last_out.eq(last_in)]

@@ -117,6 +117,10 @@ class MXStream:
                 f"{[hex(v) for v in got]} = {out.decode(np.array(got)).tolist()}, expected "
                 f"{[hex(v) for v in want]} = {out.decode(np.array(want)).tolist()} ({out.name})")
 
+    def rewind(self):
+        """Forget the received rows, so the same beats can run again (one run per mutant)."""
+        self.received = []
+
     @property
     def rows_received(self):
         return len(self.received)
@@ -244,16 +248,17 @@ def sum_items(array, count, seed):
                  for part in range(4))
 
 
-async def run_items(dut, array, rng, items):
-    """Every item through every PE of the array (item_tiles), at full rate; the item count."""
-    stream = MXStream(array, item_tiles(array, *items))
-    await run_stream(dut, stream, rng, True)
-    return len(items[0])
+def item_streams(array, seed, count):
+    """Phases 3 and 4: (item count, MXStream bringing every item to every PE) of the dot items
+    and of the sum items; built once per testbench, since mutant runs repeat them."""
+    return [(len(items[0]), MXStream(array, item_tiles(array, *items)))
+            for items in (dot_items(array, seed, DOT_ITEMS), sum_items(array, 4 * count, seed))]
 
 
-async def regression(dut, array, seed, count):
+async def regression(dut, array, seed, count, items):
     """Phase 1 at full rate, phase 2 ragged and stalled (seeded by `seed`, about `count`
-    outputs), phases 3 and 4 the dot and sum items at full rate; returns the stats."""
+    outputs), phases 3 and 4 the `items` streams (item_streams) at full rate; returns the
+    stats."""
     rng = np.random.default_rng(seed)
     rows, cols, k = array.rows, array.cols, array.block_size
     operands = Operands(array.format, array.out_format)
@@ -286,8 +291,10 @@ async def regression(dut, array, seed, count):
     dut._log.info(f"stalled phase: {checked} outputs checked (by K-blocks {by_blocks}), 0 mismatches")
 
     # Phase 3: the dot PE's block pairs; phase 4: block dots that are the add PE's operands.
-    dots = await run_items(dut, array, rng, dot_items(array, seed, DOT_ITEMS))
-    sums = await run_items(dut, array, rng, sum_items(array, 4 * count, seed))
+    for _, stream in items:
+        stream.rewind()
+        await run_stream(dut, stream, rng, True)
+    (dots, _), (sums, _) = items
     dut._log.info(f"{dots} dot PE block pairs and {sums} exact block-dot sums through every "
                   f"PE, 0 mismatches")
     return {"macs_per_cycle": macs_per_cycle, "ideal": array.macs_per_beat, "fill": stats["fill"],
@@ -303,4 +310,6 @@ async def mx_array_matches_reference(dut):
     spec, seed, count = cocotb_config()
     array = parameters_of(spec)
     dut._log.info(f"{spec}: seed {seed}, about {count} outputs")
-    await run_array_test(dut, ("i",), lambda: regression(dut, array, seed, count), spec, seed)
+    items = item_streams(array, seed, count)
+    await run_array_test(dut, ("i",), lambda: regression(dut, array, seed, count, items), spec,
+                         seed)
